@@ -1,0 +1,33 @@
+"""coral_hf: CORAL speculative drafters for Hugging Face transformers.
+
+    target, tokenizer = coral_hf.load_target("smollm2-135m-instruct")
+    drafter = coral_hf.load_drafter("smollm2-135m-instruct", target=target)
+    target.generate(**inputs, assistant_model=drafter)   # same tokens, fewer target forwards
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_coral import CoralConfig
+from .generation import CoralCandidateGenerator
+from .loading import load_drafter
+from .modeling_coral import CoralDrafter, CoralDrafterOutput
+from .target_utils import CoralTargetMismatchError, check_compatible, target_fingerprint
+from .targets import DEFAULT_TARGET, load_target
+
+AutoConfig.register(CoralConfig.model_type, CoralConfig, exist_ok=True)
+AutoModel.register(CoralConfig, CoralDrafter, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "CoralCandidateGenerator",
+    "CoralConfig",
+    "CoralDrafter",
+    "CoralDrafterOutput",
+    "CoralTargetMismatchError",
+    "check_compatible",
+    "load_drafter",
+    "load_target",
+    "target_fingerprint",
+]

@@ -1,0 +1,123 @@
+"""CoralCandidateGenerator: drafts candidate tokens from the target's own features for assisted decoding."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import GenerationConfig
+from transformers.cache_utils import DynamicCache
+from transformers.generation.candidate_generator import CandidateGenerator
+from transformers.generation.logits_process import LogitsProcessorList
+
+if TYPE_CHECKING:
+    from .modeling_coral import CoralDrafter
+
+
+class CoralCandidateGenerator(CandidateGenerator):
+    """Drafts up to `max_new_tokens` tokens per round with a [`CoralDrafter`] and returns their logits.
+
+    Each round the drafter first catches up on the positions the target has verified since the last round, using
+    the target's real features (read by the drafter's [`TargetFeatureRecorder`]), then drafts autoregressively
+    on its own predicted features. Its KV cache is rolled back to the verified prefix after every round, so draft
+    positions are always recomputed from real features once the target has seen them (as in EAGLE).
+
+    The returned logits are exactly the (processed) distribution each draft token was drawn from, which is what
+    transformers' speculative sampling needs to stay lossless.
+
+    Args:
+        drafter: the attached drafter.
+        generation_config: the target's generation config for this call (sampling settings, EOS, confidence).
+        logits_processor: the target's logits processors (temperature, top-k/p, penalties...), applied to the
+            drafter's logits so that q and p are processed alike.
+    """
+
+    def __init__(
+        self,
+        drafter: CoralDrafter,
+        generation_config: GenerationConfig,
+        logits_processor: list | None = None,
+    ):
+        self.drafter = drafter
+        self.recorder = drafter.feature_recorder
+        self.cache = DynamicCache()
+        self.logits_processor = LogitsProcessorList(logits_processor or [])
+        self.do_sample = bool(generation_config.do_sample)
+        self.confidence_threshold = float(generation_config.assistant_confidence_threshold or 0.0)
+        self.num_draft_tokens = int(drafter.generation_config.num_assistant_tokens)
+        eos = generation_config.eos_token_id
+        self.eos_token_ids = set([eos] if isinstance(eos, int) else (eos or []))
+        self.rounds = 0
+        self.drafted = 0
+        self.recorder.arm()
+
+    def stats(self) -> dict[str, int]:
+        return {"rounds": self.rounds, "drafted": self.drafted}
+
+    def get_candidates(
+        self, input_ids: torch.LongTensor, max_new_tokens: int | None = None, **kwargs: Any
+    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
+        """Return `input_ids` extended by the draft and the `[1, draft_length, vocab]` logits it was drawn from."""
+        num_tokens = self.num_draft_tokens if max_new_tokens is None else min(self.num_draft_tokens, max_new_tokens)
+        num_tokens = max(num_tokens, 1)
+        self.rounds += 1
+        features = self.recorder.features
+        if features is None:
+            # First round: the target has not run yet, so there is no feature to draft from. Propose one
+            # deterministic token (q is one-hot, which keeps speculative sampling exact); the target's forward on
+            # the prompt then yields its own token and the prompt features.
+            return self._placeholder_draft(input_ids)
+        sequence, logits = self._draft(input_ids, features, num_tokens)
+        self.drafted += logits.shape[1]
+        return sequence, logits
+
+    def _placeholder_draft(self, input_ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.FloatTensor]:
+        token = input_ids[:, -1:]
+        vocab_size = self.drafter.config.target_vocab_size
+        logits = torch.full((1, 1, vocab_size), float("-inf"), device=input_ids.device)
+        logits[0, 0, token[0, 0]] = 0.0
+        return torch.cat([input_ids, token], dim=1), logits
+
+    def _draft(
+        self, input_ids: torch.LongTensor, features: torch.Tensor, num_tokens: int
+    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
+        offset = self.recorder.offset
+        verified = input_ids.shape[1] - 1  # positions 0..n-2 have target features
+        start = offset + self.cache.get_seq_length()
+        catch_up = self.drafter(
+            input_ids=input_ids[:, start + 1 : verified + 1],
+            hidden_states=features[:, start - offset : verified - offset],
+            position_ids=torch.arange(start, verified, device=input_ids.device).unsqueeze(0),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        predicted = catch_up.last_hidden_state[:, -1:]
+        sequence = input_ids
+        all_logits = []
+        for step in range(num_tokens):
+            logits = self.drafter.compute_logits(predicted[:, -1])
+            logits = self.logits_processor(sequence, logits)
+            if self.do_sample:
+                probs = logits.softmax(dim=-1)
+                token = torch.multinomial(probs, num_samples=1)
+            else:
+                token = logits.argmax(dim=-1, keepdim=True)
+            sequence = torch.cat([sequence, token], dim=1)
+            all_logits.append(logits)
+            if step == num_tokens - 1 or token.item() in self.eos_token_ids:
+                break
+            if self.confidence_threshold > 0:
+                confidence = logits.softmax(dim=-1)[0, token[0, 0]].item()
+                if confidence < self.confidence_threshold:
+                    break
+            position = verified + step
+            predicted = self.drafter(
+                input_ids=token,
+                hidden_states=predicted,
+                position_ids=torch.tensor([[position]], device=input_ids.device),
+                past_key_values=self.cache,
+                use_cache=True,
+            ).last_hidden_state
+        # Keep only positions computed from real target features; the target verifies the rest next.
+        self.cache.crop(verified - offset - self.cache.get_seq_length())
+        return sequence, torch.stack(all_logits, dim=1)

@@ -1,0 +1,307 @@
+"""CoralDrafter: an EAGLE-style feature-level drafter that borrows its target's embedding and LM head."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+from transformers.utils import ModelOutput
+
+from .configuration_coral import CoralConfig
+from .features import TargetFeatureRecorder
+from .generation import CoralCandidateGenerator
+from .target_utils import check_compatible, target_fingerprint, unwrap_target
+
+
+@dataclass
+class CoralDrafterOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Predicted target features for the next position (the input of the target's LM head).
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`, *optional*):
+            Target LM head applied to `last_hidden_state`, when `output_logits=True`.
+        past_key_values (`Cache`, *optional*):
+            The drafter's own KV cache.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+
+
+def _layer_classes(model_type: str) -> tuple[type[nn.Module], type[nn.Module]]:
+    """The decoder-layer and rotary-embedding classes of a transformers model family (Llama, Qwen2, Mistral, ...)."""
+    base_model_name = MODEL_MAPPING_NAMES.get(model_type)
+    if base_model_name is None:
+        raise ValueError(f"Unknown target model_type {model_type!r}: no transformers base model is registered for it.")
+    prefix = base_model_name.removesuffix("Model")
+    module = importlib.import_module(f"transformers.models.{model_type.replace('-', '_')}.modeling_{model_type}")
+    try:
+        return getattr(module, f"{prefix}DecoderLayer"), getattr(module, f"{prefix}RotaryEmbedding")
+    except AttributeError as error:
+        raise ValueError(
+            f"Target family {model_type!r} has no `{prefix}DecoderLayer` / `{prefix}RotaryEmbedding`; CORAL drafters "
+            "support decoder-only families with rotary attention (Llama, Qwen2, Mistral, ...)."
+        ) from error
+
+
+def causal_attention_mask(
+    query_length: int,
+    past_length: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Additive `[batch, 1, query, past + query]` mask: causal, plus key padding when `padding_mask` is given.
+
+    Returns `None` when every key is visible (a single new query without padding), the fast path for drafting.
+    """
+    if query_length == 1 and (padding_mask is None or bool(padding_mask.all())):
+        return None
+    key_positions = torch.arange(past_length + query_length, device=device)
+    query_positions = torch.arange(query_length, device=device) + past_length
+    allowed = key_positions[None, :] <= query_positions[:, None]
+    allowed = allowed[None, None]
+    if padding_mask is not None:
+        allowed = allowed & padding_mask[:, None, None, :].bool()
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+class CoralDrafter(PreTrainedModel, GenerationMixin):
+    """A CORAL drafter: `fc([embed(t_{p+1}); f_p])` followed by decoder layer(s) of the target's family.
+
+    It predicts the target's next post-norm feature; token logits come from the target's own LM head. The target
+    is a plain attribute, not a submodule: `state_dict`, `save_pretrained` and `.to()` touch only drafter weights.
+
+    Use it as `target.generate(**inputs, assistant_model=drafter)`; transformers' assisted decoding calls the
+    drafter's `generate`, which drafts with [`CoralCandidateGenerator`].
+    """
+
+    config_class = CoralConfig
+    base_model_prefix = "coral"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _no_split_modules = ["fc"]
+
+    def __init__(self, config: CoralConfig):
+        super().__init__(config)
+        layer_config = config.layer_config()
+        layer_class, rotary_class = _layer_classes(layer_config.model_type)
+        hidden_size = config.target_hidden_size
+        self.fc = nn.Linear(2 * hidden_size, hidden_size, bias=config.fc_bias)
+        self.layers = nn.ModuleList([layer_class(layer_config, index) for index in range(config.num_draft_layers)])
+        if not config.layer0_input_norm:
+            self.layers[0].input_layernorm = nn.Identity()
+        self.rotary_emb = rotary_class(config=layer_config)
+        self.generation_config = GenerationConfig(
+            num_assistant_tokens=config.draft_length,
+            num_assistant_tokens_schedule="constant",
+            assistant_confidence_threshold=config.draft_confidence_threshold,
+        )
+        self.__dict__["_target"] = None
+        self.__dict__["_feature_recorder"] = None
+        self.__dict__["_candidate_generator"] = None
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self.fc:
+            # Start close to "pass the target feature through": the feature half of fc is the identity.
+            hidden_size = self.config.target_hidden_size
+            module.weight.normal_(mean=0.0, std=0.02)
+            module.weight[:, hidden_size:] += torch.eye(hidden_size, dtype=module.weight.dtype)
+
+    # ------------------------------------------------------------------ target
+
+    @property
+    def target(self) -> nn.Module | None:
+        """The model this drafter drafts for (not part of the drafter's state)."""
+        return self.__dict__["_target"]
+
+    @property
+    def feature_recorder(self) -> TargetFeatureRecorder | None:
+        return self.__dict__["_feature_recorder"]
+
+    def attach(self, target: nn.Module) -> CoralDrafter:
+        """Attach to `target` after checking it is the model this drafter was built for; returns self."""
+        check_compatible(self.config, target)
+        self.detach()
+        if self.config.target_fingerprint is None:
+            self.config.target_fingerprint = target_fingerprint(target)
+        self.__dict__["_target"] = target
+        self.__dict__["_feature_recorder"] = TargetFeatureRecorder(target, self)
+        return self
+
+    def detach(self) -> CoralDrafter:
+        """Remove the hooks from the current target and forget it; returns self."""
+        if self.feature_recorder is not None:
+            self.feature_recorder.remove()
+        self.__dict__["_target"] = None
+        self.__dict__["_feature_recorder"] = None
+        self.__dict__["_candidate_generator"] = None
+        return self
+
+    def _require_target(self) -> PreTrainedModel:
+        if self.target is None:
+            raise RuntimeError(
+                "This CoralDrafter is not attached to a target. Use `drafter.attach(target)`, "
+                "`CoralDrafter.from_pretrained(path, target=target)` or `coral_hf.load_drafter(path, target=target)`."
+            )
+        return unwrap_target(self.target)
+
+    @classmethod
+    def from_target(cls, target: nn.Module, dtype: torch.dtype | None = None, **config_overrides: Any) -> CoralDrafter:
+        """A new, untrained drafter shaped for `target` and attached to it.
+
+        Args:
+            target: the causal LM to draft for (PEFT-wrapped models work).
+            dtype: drafter parameter dtype; defaults to the target's.
+            config_overrides: any [`CoralConfig`] field (e.g. `num_draft_layers=2`, `draft_length=4`).
+        """
+        model = unwrap_target(target)
+        config = CoralConfig.from_target_config(
+            model.config, target_fingerprint=target_fingerprint(model), **config_overrides
+        )
+        drafter = cls(config).to(device=model.device, dtype=dtype or model.dtype)
+        return drafter.attach(target)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Any, *model_args: Any, target: nn.Module | None = None, **kwargs: Any
+    ) -> CoralDrafter:
+        """Load a drafter (safetensors only) and, when `target` is given, check it and attach it."""
+        kwargs.setdefault("use_safetensors", True)
+        drafter = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if target is not None:
+            check_compatible(drafter.config, target)
+            model = unwrap_target(target)
+            if "dtype" not in kwargs:
+                drafter.to(dtype=model.dtype)
+            drafter.to(model.device).attach(target)
+        return drafter
+
+    # ------------------------------------------------------------------ forward
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self._require_target().get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self._require_target().get_output_embeddings()
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Token logits (float32) of predicted features, through the target's frozen LM head."""
+        lm_head = self.get_output_embeddings()
+        return lm_head(hidden_states.to(lm_head.weight.dtype)).float()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+        output_logits: bool = False,
+    ) -> CoralDrafterOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Tokens `t_{p+1}`, one position ahead of the features.
+            hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`):
+                Target features `f_p` (post final norm), or the drafter's own predictions when drafting ahead.
+            attention_mask (`torch.Tensor`, *optional*):
+                Either a `(batch_size, past + sequence_length)` padding mask (1 = keep), combined with a causal mask,
+                or a ready additive `(batch_size, 1, sequence_length, keys)` mask (multi-step training layouts).
+            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Absolute positions `p`; default: continue after the cache.
+            past_key_values (`Cache`, *optional*):
+                The drafter's KV cache, extended in place when `use_cache=True`.
+            output_logits (`bool`, defaults to `False`):
+                Also return the target LM head's logits of the predicted features.
+        """
+        embeddings = self.get_input_embeddings()(input_ids).to(self.dtype)
+        hidden_states = self.fc(torch.cat([embeddings, hidden_states.to(self.dtype)], dim=-1))
+        batch_size, query_length = input_ids.shape
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(query_length, device=input_ids.device) + past_length
+            position_ids = position_ids.unsqueeze(0).expand(batch_size, -1)
+        if attention_mask is None or attention_mask.dim() == 2:
+            attention_mask = causal_attention_mask(
+                query_length, past_length, hidden_states.dtype, hidden_states.device, padding_mask=attention_mask
+            )
+        elif attention_mask.dtype == torch.bool:
+            allowed = attention_mask
+            attention_mask = torch.zeros(allowed.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+            attention_mask = attention_mask.masked_fill(~allowed, torch.finfo(hidden_states.dtype).min)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                position_embeddings=position_embeddings,
+            )
+        return CoralDrafterOutput(
+            last_hidden_state=hidden_states,
+            logits=self.compute_logits(hidden_states) if output_logits else None,
+            past_key_values=past_key_values,
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        logits_processor: Any = None,
+        max_new_tokens: int | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> GenerateDecoderOnlyOutput:
+        """Draft candidates for the target; called by transformers' assisted decoding, not by users.
+
+        The first call of a generation carries no `past_key_values`: it starts a fresh [`CoralCandidateGenerator`].
+        Later calls hand back the `past_key_values` this method returned, which identify that generator.
+        """
+        if generation_config is None or not getattr(generation_config, "is_assistant", False):
+            raise TypeError(
+                "CoralDrafter drafts for a target model and cannot generate text on its own. "
+                "Use `target.generate(**inputs, assistant_model=drafter)`."
+            )
+        self._require_target()
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"CoralDrafter supports batch size 1 only, got {input_ids.shape[0]}.")
+        generator = self.__dict__["_candidate_generator"]
+        if past_key_values is None:
+            generator = CoralCandidateGenerator(self, generation_config, logits_processor)
+            self.__dict__["_candidate_generator"] = generator
+        elif generator is None or past_key_values is not generator.cache:
+            raise RuntimeError("Drafter state does not belong to this generation (one generation at a time).")
+        sequences, scores = generator.get_candidates(input_ids, max_new_tokens=max_new_tokens)
+        return GenerateDecoderOnlyOutput(
+            sequences=sequences, scores=tuple(scores.unbind(dim=1)), past_key_values=generator.cache
+        )
+
+    @property
+    def last_generation_stats(self) -> dict[str, int] | None:
+        """Draft rounds and drafted tokens of the latest generation (rounds = target forwards)."""
+        generator = self.__dict__["_candidate_generator"]
+        return None if generator is None else generator.stats()
+
+
+__all__ = ["CoralDrafter", "CoralDrafterOutput"]

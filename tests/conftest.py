@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny targets of several families built in code, and a briefly trained tiny drafter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+TINY_VOCAB = 96
+_FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {"use_sliding_window": False}),
+    "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
+}
+FAMILIES = tuple(_FAMILIES)
+
+
+def make_tiny_target(family: str = "llama", seed: int = 0, vocab_size: int = TINY_VOCAB, **overrides):
+    """A 2-layer causal LM of `family` with random weights (fp32, eval mode, deterministic per seed)."""
+    config_class, model_class, family_kwargs = _FAMILIES[family]
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    kwargs.update(family_kwargs)
+    kwargs.update(overrides)
+    torch.manual_seed(seed)
+    model = model_class(config_class(**kwargs)).eval()
+    # Random init gives near-uniform next-token distributions; sharpen the head so greedy paths are well defined
+    # and sampling distributions are far from uniform.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    return model
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny_target(request):
+    return make_tiny_target(request.param)
+
+
+def train_tiny_drafter(target, steps: int = 300, seed: int = 0, **config_overrides):
+    """A drafter fitted (single-step, on the target's greedy continuations) to a tiny target in a few seconds.
+
+    Random drafters accept almost nothing; this one accepts multiple tokens per round, which exercises the
+    acceptance and cache-rollback paths.
+    """
+    from coral_hf import CoralDrafter
+
+    torch.manual_seed(seed)
+    drafter = CoralDrafter.from_target(target, **config_overrides)
+    vocab = target.config.vocab_size
+    with torch.no_grad():
+        prompts = torch.randint(1, vocab, (16, 4))
+        sequences = torch.cat([target.generate(p[None], max_new_tokens=40, min_new_tokens=40, do_sample=False) for p in prompts])
+        features = target.model(sequences).last_hidden_state
+        target_logits = target.lm_head(features)
+    optimizer = torch.optim.AdamW(drafter.parameters(), lr=3e-3)
+    drafter.train()
+    for _ in range(steps):
+        out = drafter(input_ids=sequences[:, 1:], hidden_states=features[:, :-1], output_logits=True)
+        loss = torch.nn.functional.smooth_l1_loss(out.last_hidden_state, features[:, 1:]) + 0.1 * (
+            torch.nn.functional.cross_entropy(
+                out.logits.flatten(0, 1), target_logits[:, 1:].argmax(-1).flatten(), reduction="mean"
+            )
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return drafter.eval()
+
+
+@pytest.fixture(scope="module")
+def trained_llama_pair():
+    target = make_tiny_target("llama", seed=1)
+    return target, train_tiny_drafter(target)

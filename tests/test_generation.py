@@ -1,0 +1,197 @@
+"""Assisted generation with a CoralDrafter: lossless greedy and sampling, supported and refused modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAMILIES, make_tiny_target, train_tiny_drafter
+from transformers.generation.streamers import BaseStreamer
+
+from coral_hf import CoralDrafter
+
+
+def _prompt(seed: int, length: int, vocab: int) -> torch.LongTensor:
+    return torch.randint(1, vocab, (1, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("draft_length", [1, 3, 6])
+def test_greedy_identical_with_random_drafter(family, draft_length):
+    target = make_tiny_target(family)
+    drafter = CoralDrafter.from_target(target, draft_length=draft_length)
+    for seed in range(6):
+        prompt = _prompt(seed, length=1 + seed * 3, vocab=target.config.vocab_size)
+        plain = target.generate(prompt, max_new_tokens=25, do_sample=False)
+        assisted = target.generate(prompt, max_new_tokens=25, do_sample=False, assistant_model=drafter)
+        assert torch.equal(plain, assisted), f"seed {seed}: {plain} != {assisted}"
+
+
+def test_greedy_identical_with_trained_drafter_and_tau_above_one(trained_llama_pair):
+    target, drafter = trained_llama_pair
+    tokens, rounds = 0, 0
+    for seed in range(8):
+        prompt = _prompt(seed, length=4, vocab=target.config.vocab_size)
+        plain = target.generate(prompt, max_new_tokens=40, do_sample=False)
+        assisted = target.generate(prompt, max_new_tokens=40, do_sample=False, assistant_model=drafter)
+        assert torch.equal(plain, assisted)
+        tokens += assisted.shape[1] - prompt.shape[1]
+        rounds += drafter.last_generation_stats["rounds"]
+    # The fitted drafter gets several drafts accepted: the multi-token acceptance + cache rollback paths ran.
+    assert tokens / rounds > 1.15
+
+
+def test_confidence_threshold_stops_drafts_early_and_stays_lossless(trained_llama_pair):
+    target, drafter = trained_llama_pair
+    prompt = _prompt(3, length=4, vocab=target.config.vocab_size)
+    plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
+    drafter.generation_config.assistant_confidence_threshold = 0.9
+    try:
+        assisted = target.generate(prompt, max_new_tokens=30, do_sample=False, assistant_model=drafter)
+        drafted_with_threshold = drafter.last_generation_stats["drafted"]
+    finally:
+        drafter.generation_config.assistant_confidence_threshold = 0.0
+    target.generate(prompt, max_new_tokens=30, do_sample=False, assistant_model=drafter)
+    assert torch.equal(plain, assisted)
+    assert drafted_with_threshold < drafter.last_generation_stats["drafted"]
+
+
+def test_eos_and_max_new_tokens_match_plain():
+    target = make_tiny_target("llama", seed=3, eos_token_id=7)
+    drafter = train_tiny_drafter(target, steps=100)
+    stopped_early = False
+    for seed in range(10):
+        prompt = _prompt(seed, length=3, vocab=target.config.vocab_size)
+        plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
+        assisted = target.generate(prompt, max_new_tokens=30, do_sample=False, assistant_model=drafter)
+        assert torch.equal(plain, assisted)
+        stopped_early |= plain.shape[1] < prompt.shape[1] + 30
+    assert stopped_early, "no prompt hit EOS: the EOS path was not exercised"
+
+
+def test_streamer_receives_exactly_the_output(trained_llama_pair):
+    target, drafter = trained_llama_pair
+
+    class Collect(BaseStreamer):
+        def __init__(self):
+            self.tokens: list[int] = []
+
+        def put(self, value):
+            self.tokens.extend(value.flatten().tolist())
+
+        def end(self):
+            pass
+
+    streamer = Collect()
+    prompt = _prompt(1, length=5, vocab=target.config.vocab_size)
+    output = target.generate(prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter, streamer=streamer)
+    assert streamer.tokens == output[0].tolist()  # the prompt first, then every new token once
+
+
+def test_lora_wrapped_target_is_lossless():
+    peft = pytest.importorskip("peft")
+    target = make_tiny_target("llama", seed=4)
+    lora = peft.get_peft_model(target, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.eval()
+    drafter = CoralDrafter.from_target(lora)
+    for seed in range(4):
+        prompt = _prompt(seed, length=5, vocab=96)
+        plain = lora.generate(input_ids=prompt, max_new_tokens=20, do_sample=False)
+        assisted = lora.generate(input_ids=prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter)
+        assert torch.equal(plain, assisted)
+
+
+def test_plain_generate_after_assisted_is_untouched(trained_llama_pair):
+    target, drafter = trained_llama_pair
+    prompt = _prompt(2, length=4, vocab=target.config.vocab_size)
+    before = target.generate(prompt, max_new_tokens=15, do_sample=False)
+    target.generate(prompt, max_new_tokens=15, do_sample=False, assistant_model=drafter)
+    assert torch.equal(before, target.generate(prompt, max_new_tokens=15, do_sample=False))
+    assert drafter.feature_recorder.features is None  # the plain run did not record features
+
+
+# ---------------------------------------------------------------- sampling is lossless
+
+
+def _exact_second_token_distribution(target, prompt, temperature, top_k=None):
+    """P(token at position 2 | prompt) under the target's own sampling, by enumerating the first token."""
+    with torch.no_grad():
+        def next_probs(ids):
+            logits = target(ids).logits[:, -1].float() / temperature
+            if top_k is not None:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            return logits.softmax(-1)
+
+        first = next_probs(prompt)[0]
+        vocab = first.shape[0]
+        candidates = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
+        second = next_probs(candidates)
+        return (first[:, None] * second).sum(0)
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, None), (0.7, 8)])
+def test_sampling_matches_target_distribution(temperature, top_k):
+    """Chi-square test of the 2nd generated token against the exact target marginal (p < 1e-3 fails)."""
+    target = make_tiny_target("llama", seed=5, vocab_size=24)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(0.25)  # spread the distribution: many tokens carry mass
+    drafter = train_tiny_drafter(target, steps=150)
+    prompt = _prompt(0, length=4, vocab=24)
+    exact = _exact_second_token_distribution(target, prompt, temperature, top_k)
+    samples = 2500
+    counts = torch.zeros(24)
+    torch.manual_seed(0)
+    for _ in range(samples):
+        out = target.generate(
+            prompt,
+            max_new_tokens=3,  # token 2 is drafted by the drafter (token 1 follows the first-round placeholder)
+            do_sample=True,
+            temperature=temperature,
+            top_k=top_k or 0,
+            top_p=1.0,
+            assistant_model=drafter,
+        )
+        counts[out[0, prompt.shape[1] + 1]] += 1
+    expected = exact * samples
+    keep = expected > 5  # chi-square validity; pool the rare tail
+    observed = torch.cat([counts[keep], counts[~keep].sum()[None]])
+    expected = torch.cat([expected[keep], expected[~keep].sum()[None]])
+    nonzero = expected > 0
+    chi2 = (((observed - expected) ** 2)[nonzero] / expected[nonzero]).sum().item()
+    dof = int(nonzero.sum()) - 1
+    # Wilson-Hilferty approximation of the chi-square 0.999 quantile.
+    critical = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3
+    assert chi2 < critical, f"chi2={chi2:.1f} >= {critical:.1f} (dof={dof})"
+
+
+# ---------------------------------------------------------------- refused modes
+
+
+def test_beam_search_is_refused_not_silently_ignored(trained_llama_pair):
+    target, drafter = trained_llama_pair
+    with pytest.raises(ValueError, match="num_beams=2"):
+        target.generate(_prompt(0, 4, 96), max_new_tokens=5, num_beams=2, do_sample=False, assistant_model=drafter)
+
+
+def test_batch_and_num_return_sequences_are_refused(trained_llama_pair):
+    target, drafter = trained_llama_pair
+    batch = torch.randint(1, 96, (2, 4))
+    with pytest.raises(ValueError, match="batch_size = 1"):
+        target.generate(batch, attention_mask=torch.ones_like(batch), max_new_tokens=5, assistant_model=drafter)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        target.generate(
+            _prompt(0, 4, 96), max_new_tokens=5, do_sample=True, num_return_sequences=2, assistant_model=drafter
+        )
+
+
+def test_drafter_cannot_generate_on_its_own(trained_llama_pair):
+    _, drafter = trained_llama_pair
+    with pytest.raises(TypeError, match="assistant_model=drafter"):
+        drafter.generate(_prompt(0, 4, 96), max_new_tokens=5)
+
+
+def test_unattached_drafter_says_how_to_attach(trained_llama_pair):
+    target, drafter = trained_llama_pair
+    detached = CoralDrafter(drafter.config)
+    with pytest.raises(RuntimeError, match="attach"):
+        target.generate(_prompt(0, 4, 96), max_new_tokens=5, assistant_model=detached)
