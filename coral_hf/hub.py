@@ -101,7 +101,7 @@ def _format_value(value: Any) -> str:
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
-    for key, value in mapping.items():
+    for key, value in sorted(mapping.items()):  # config.json stores keys sorted: the card must not depend on order
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             rows.extend(_flatten(value, prefix=f"{name}."))
@@ -111,10 +111,9 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
 
 
 def _safetensors_summary(directory: Path) -> tuple[int, int, str | None]:
-    """(parameter count, bytes, dtype) of the safetensors weights in `directory`, read from the headers only."""
+    """(parameter count, tensor bytes, dtype) of the safetensors weights in `directory`, from the headers only."""
     count, size, dtypes = 0, 0, set()
     for path in sorted(directory.glob("*.safetensors")):
-        size += path.stat().st_size
         with path.open("rb") as handle:
             (header_length,) = struct.unpack("<Q", handle.read(8))
             header = json.loads(handle.read(header_length))
@@ -125,6 +124,7 @@ def _safetensors_summary(directory: Path) -> tuple[int, int, str | None]:
             for dim in info["shape"]:
                 numel *= dim
             count += numel
+            size += info["data_offsets"][1] - info["data_offsets"][0]
             dtypes.add(info["dtype"])
     names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
     dtype = names.get(next(iter(dtypes))) if len(dtypes) == 1 else None
@@ -136,7 +136,7 @@ def _eval_table(eval_results: Any) -> list[str]:
     if not eval_results:
         return []
     if isinstance(eval_results, Mapping) and not any(key in eval_results for key in ("tau", "speedup")):
-        rows = [{"prompts": name, **dict(result)} for name, result in eval_results.items()
+        rows = [{"prompts": name, **dict(result)} for name, result in sorted(eval_results.items())
                 if isinstance(result, Mapping)]
     elif isinstance(eval_results, Mapping):
         rows = [dict(eval_results)]
@@ -166,16 +166,16 @@ def _eval_table(eval_results: Any) -> list[str]:
     return lines
 
 
-def _training_data(recipe: Mapping[str, Any]) -> tuple[str | None, list[str]]:
-    """A human line about the training data, and the Hub dataset ids among it (for the card's `datasets`)."""
+def _training_data(recipe: Mapping[str, Any]) -> tuple[str | None, str | None, list[str]]:
+    """The recipe key naming the training data, a line about it, and the Hub dataset ids in it (card `datasets`)."""
     for key in ("dataset", "datasets", "data", "train_data", "training_data"):
         value = recipe.get(key)
-        if value:
+        if value and not isinstance(value, Mapping):
             values = list(value) if isinstance(value, (list, tuple)) else [value]
             text = ", ".join(_format_value(item) for item in values)
             hub_ids = [item for item in values if isinstance(item, str) and _HUB_ID_RE.match(item)]
-            return text, hub_ids
-    return None, []
+            return key, text, hub_ids
+    return None, None, []
 
 
 def _is_hub_id(name: str | None) -> bool:
@@ -206,9 +206,11 @@ def render_model_card(
     weights_dir: Path | None = None
     if isinstance(drafter, CoralDrafter):
         config = drafter.config
-        num_parameters = sum(parameter.numel() for parameter in drafter.parameters())
-        weights_bytes = sum(parameter.numel() * parameter.element_size() for parameter in drafter.parameters())
-        dtype = str(drafter.dtype).removeprefix("torch.")
+        state = drafter.state_dict()  # what save_pretrained writes, so a card from the saved directory is identical
+        num_parameters = sum(tensor.numel() for tensor in state.values())
+        weights_bytes = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+        dtypes = {tensor.dtype for tensor in state.values()}
+        dtype = str(next(iter(dtypes))).removeprefix("torch.") if len(dtypes) == 1 else None
     elif isinstance(drafter, CoralConfig):
         config, num_parameters, weights_bytes, dtype = drafter, None, None, None
     else:
@@ -218,7 +220,7 @@ def render_model_card(
 
     target = config.target_name_or_path or "<unknown target>"
     recipe = dict(config.training_recipe or {})
-    training_data, dataset_ids = _training_data(recipe)
+    data_key, training_data, dataset_ids = _training_data(recipe)
     card_data = ModelCardData(
         base_model=target if _is_hub_id(target) else None,
         library_name=LIBRARY_NAME,
@@ -246,7 +248,7 @@ def render_model_card(
         "weights_size": _format_bytes(weights_bytes) if weights_bytes is not None else "size unknown",
         "dtype": dtype,
         "fingerprint": fingerprint[:16] if fingerprint else None,
-        "recipe_rows": [(key, _format_value(value)) for key, value in _flatten(recipe)],
+        "recipe_rows": [(key, _format_value(value)) for key, value in _flatten(recipe) if key != data_key],
         "training_data": training_data,
         "eval_table": _eval_table(config.eval_results),
     }
@@ -274,11 +276,12 @@ def write_model_card(drafter: CoralDrafter | str | os.PathLike, output_dir: str 
 
 # ---------------------------------------------------------------------------------------------------- safety
 def _weight_files(names: Iterable[str]) -> list[str]:
-    return [name for name in names if name.endswith(".safetensors")]
+    """Top-level safetensors files (checkpoint folders a Trainer pushes, e.g. `last-checkpoint/`, do not count)."""
+    return [name for name in names if "/" not in name and name.endswith(".safetensors")]
 
 
 def _pickle_files(names: Iterable[str]) -> list[str]:
-    return [name for name in names if _matches(name.rsplit("/", 1)[-1], PICKLE_PATTERNS)]
+    return [name for name in names if "/" not in name and _matches(name, PICKLE_PATTERNS)]
 
 
 def _refuse_pickle(where: str, pickles: list[str]) -> UnsafeCheckpointError:
@@ -290,22 +293,43 @@ def _refuse_pickle(where: str, pickles: list[str]) -> UnsafeCheckpointError:
     )
 
 
-def check_safetensors_only(path: str | os.PathLike) -> None:
-    """Refuse a local drafter directory whose weights exist only as a pickle checkpoint (nothing is unpickled).
+def check_safetensors_only(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> None:
+    """Refuse a drafter whose weights exist only as a pickle checkpoint, before anything is downloaded or unpickled.
+
+    Works on a local directory, or on a Hub repo id (one file-listing request; skipped offline, where only files
+    cached by a safe pull can exist). `CoralDrafter.from_pretrained` can call it first: transformers would
+    otherwise answer a pickle-only Hub repo by asking the Hub's conversion service to convert it.
 
     Raises:
-        UnsafeCheckpointError: the directory has `pytorch_model.bin` / `*.pt` / ... but no `*.safetensors`.
-        FileNotFoundError: the directory has no weights at all, or no `config.json`.
+        UnsafeCheckpointError: there is `pytorch_model.bin` / `*.pt` / ... but no `*.safetensors`.
+        FileNotFoundError: a local directory without `config.json` or without weights; a repo without weights.
     """
-    directory = Path(path)
-    names = [p.name for p in directory.iterdir() if p.is_file()] if directory.is_dir() else []
-    if "config.json" not in names:
-        raise FileNotFoundError(f"{directory} is not a drafter directory: no config.json.")
+    directory = Path(path_or_repo_id)
+    if directory.is_dir():
+        names = [p.name for p in directory.iterdir() if p.is_file()]
+        if "config.json" not in names:
+            raise FileNotFoundError(f"{directory} is not a drafter directory: no config.json.")
+        where = f"Drafter directory {directory}"
+    elif local_files_only or is_offline_mode() or not _HUB_ID_RE.match(str(path_or_repo_id)):
+        return  # nothing to list: the loader reports a missing path or cache entry itself
+    else:
+        repo_id = str(path_or_repo_id)
+        try:
+            names = HfApi(token=token, library_name=LIBRARY_NAME).list_repo_files(repo_id, revision=revision)
+        except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+            raise _clear_hub_error(error, repo_id, revision) from error
+        where = f"The {_describe(repo_id, revision)}"
     if not _weight_files(names):
         pickles = _pickle_files(names)
         if pickles:
-            raise _refuse_pickle(f"Drafter directory {directory}", pickles)
-        raise FileNotFoundError(f"Drafter directory {directory} has no model.safetensors.")
+            raise _refuse_pickle(where, pickles)
+        raise FileNotFoundError(f"{where} has no model.safetensors.")
 
 
 def _describe(repo_id: str, revision: str | None) -> str:
@@ -360,6 +384,7 @@ def push_drafter(
     create_pr: bool = False,
     card: ModelCard | str | os.PathLike | None = None,
     license: str | None = None,  # noqa: A002 - the Hub metadata key
+    tags: Iterable[str] = (),
 ) -> Any:
     """Push a drafter to the Hub in one commit: config, generation config, safetensors weights and a model card.
 
@@ -374,6 +399,7 @@ def push_drafter(
         create_pr: open a pull request instead of committing to the branch.
         card: a custom card (a `ModelCard`, its text, or a path to a README.md); default: the rendered card.
         license: `license` metadata for the rendered card.
+        tags: extra Hub tags for the rendered card.
 
     Returns:
         `huggingface_hub.CommitInfo` (a `str`: the commit URL; `.oid` is the commit id).
@@ -391,8 +417,8 @@ def push_drafter(
     with tempfile.TemporaryDirectory(prefix="coral-push-") as tmp:
         directory = _stage_files(drafter, Path(tmp))
         if card is None:
-            card_text = str(render_model_card(drafter if isinstance(drafter, CoralDrafter) else directory, repo_id,
-                                              license=license))
+            source = drafter if isinstance(drafter, CoralDrafter) else directory
+            card_text = str(render_model_card(source, repo_id, license=license, tags=tags))
         elif isinstance(card, ModelCard):
             card_text = str(card)
         elif isinstance(card, (str, os.PathLike)) and Path(card).is_file():
@@ -446,15 +472,9 @@ def download_drafter(
         check_safetensors_only(repo_id)
         return _copy_drafter_files(Path(repo_id), output_dir)
 
+    check_safetensors_only(repo_id, revision=revision, token=token, local_files_only=local_files_only)
     api = HfApi(token=token, library_name=LIBRARY_NAME)
     try:
-        if not (local_files_only or is_offline_mode()):
-            remote = api.list_repo_files(repo_id, revision=revision)
-            if not _weight_files(remote):
-                pickles = _pickle_files(remote)
-                if pickles:
-                    raise _refuse_pickle(f"The {_describe(repo_id, revision)}", pickles)
-                raise FileNotFoundError(f"The {_describe(repo_id, revision)} has no model.safetensors.")
         # Always through the cache (not `local_dir`), so that a later offline pull finds the files.
         snapshot = api.snapshot_download(
             repo_id,

@@ -24,9 +24,7 @@ def shipped_drafter_path(name: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-def load_drafter(
-    name_or_path: str, target: nn.Module, revision: str | None = None, **kwargs: Any
-) -> CoralDrafter:
+def load_drafter(name_or_path: str, target: nn.Module, revision: str | None = None, **kwargs: Any) -> CoralDrafter:
     """Load a drafter and attach it to `target`, refusing a drafter built for another target.
 
     Args:

@@ -200,9 +200,14 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         return self._require_target().get_output_embeddings()
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Token logits (float32) of predicted features, through the target's frozen LM head."""
+        """Token logits (float32) of predicted features, through the target's LM head.
+
+        The head's weights are detached: training the drafter never changes its target.
+        """
         lm_head = self.get_output_embeddings()
-        return lm_head(hidden_states.to(lm_head.weight.dtype)).float()
+        bias = lm_head.bias.detach() if getattr(lm_head, "bias", None) is not None else None
+        weight = lm_head.weight.detach()
+        return nn.functional.linear(hidden_states.to(weight.dtype), weight, bias).float()
 
     def forward(
         self,
@@ -230,7 +235,12 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             output_logits (`bool`, defaults to `False`):
                 Also return the target LM head's logits of the predicted features.
         """
-        embeddings = self.get_input_embeddings()(input_ids).to(self.dtype)
+        if hidden_states.shape[:-1] != input_ids.shape or hidden_states.shape[-1] != self.config.target_hidden_size:
+            raise ValueError(
+                f"hidden_states must be [batch, seq, {self.config.target_hidden_size}] matching input_ids "
+                f"{tuple(input_ids.shape)}, got {tuple(hidden_states.shape)}."
+            )
+        embeddings = nn.functional.embedding(input_ids, self.get_input_embeddings().weight.detach()).to(self.dtype)
         hidden_states = self.fc(torch.cat([embeddings, hidden_states.to(self.dtype)], dim=-1))
         batch_size, query_length = input_ids.shape
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0

@@ -32,7 +32,7 @@ def unwrap_target(target: nn.Module) -> PreTrainedModel:
 
 
 def decoder_stack(target: nn.Module) -> nn.Module:
-    """The target's decoder (e.g. `LlamaModel`), whose `last_hidden_state` is the post-norm feature the LM head reads."""
+    """The target's decoder (e.g. `LlamaModel`): its `last_hidden_state` is the post-norm feature the LM head reads."""
     model = unwrap_target(target)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None:

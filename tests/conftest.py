@@ -67,7 +67,9 @@ def train_tiny_drafter(target, steps: int = 300, seed: int = 0, **config_overrid
     vocab = target.config.vocab_size
     with torch.no_grad():
         prompts = torch.randint(1, vocab, (16, 4))
-        sequences = torch.cat([target.generate(p[None], max_new_tokens=40, min_new_tokens=40, do_sample=False) for p in prompts])
+        sequences = torch.cat(
+            [target.generate(p[None], max_new_tokens=40, min_new_tokens=40, do_sample=False) for p in prompts]
+        )
         features = target.model(sequences).last_hidden_state
         target_logits = target.lm_head(features)
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=3e-3)

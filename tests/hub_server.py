@@ -53,9 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import pytest
-
-__all__ = ["HubServer", "HubError", "hub_environment", "subprocess_env", "hub_server", "hub"]
+__all__ = ["HubError", "HubServer", "hub_environment", "subprocess_env"]
 
 REPO_TYPES = ("model", "dataset", "space")
 _URL_PREFIX_TO_TYPE = {"datasets": "dataset", "spaces": "space"}
@@ -87,12 +85,14 @@ def _now() -> str:
 class HubError(Exception):
     """An HTTP error answer, with the `X-Error-Code` header the client maps to a typed exception."""
 
-    def __init__(self, status: int, message: str, error_code: str | None = None, headers: dict | None = None):
+    def __init__(self, status: int, message: str, error_code: str | None = None, headers: dict | None = None,
+                 body: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_code = error_code
         self.headers = headers or {}
+        self.body = body or {}
 
 
 @dataclass
@@ -450,7 +450,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         headers["X-Error-Message"] = err.message.replace("\n", " ")
         if err.error_code:
             headers["X-Error-Code"] = err.error_code
-        self._send(err.status, json.dumps({"error": err.message}).encode(), headers)
+        self._send(err.status, json.dumps({"error": err.message, **err.body}).encode(), headers)
 
     # -------------------------------------------------------------- routing
     def _route(self, method: str) -> None:
@@ -561,7 +561,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         repo_dir = self.hub._repo_dir(repo_type, repo_id)
         with self.hub.lock:
             if (repo_dir / "repo.json").exists():
-                raise HubError(409, "You already created this model repo", headers={"X-Repo-Url": url})
+                raise HubError(409, "You already created this model repo", body={"url": url})
             repo_dir.mkdir(parents=True, exist_ok=True)
             files = {".gitattributes": self.hub._file_entry(GITATTRIBUTES.encode(), lfs=False)}
             sha = self.hub._new_commit(repo_dir, None, files, "initial commit", "", user)
@@ -1101,18 +1101,3 @@ def hub_environment(server: HubServer, hf_home: str | os.PathLike, *, token: boo
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-# ---------------------------------------------------------------------------------------- pytest fixtures
-@pytest.fixture(scope="module")
-def hub_server() -> Iterator[HubServer]:
-    """One local Hub per test module (LFS enabled, like the real Hub for weights)."""
-    with HubServer() as server:
-        yield server
-
-
-@pytest.fixture
-def hub(hub_server: HubServer, tmp_path: Path) -> Iterator[HubServer]:
-    """The module's local Hub, with this process's `huggingface_hub` pointed at it and a fresh HF_HOME."""
-    with hub_environment(hub_server, tmp_path / "hf_home"):
-        yield hub_server

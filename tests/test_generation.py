@@ -90,7 +90,9 @@ def test_streamer_receives_exactly_the_output(trained_llama_pair):
 def test_lora_wrapped_target_is_lossless():
     peft = pytest.importorskip("peft")
     target = make_tiny_target("llama", seed=4)
-    lora = peft.get_peft_model(target, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = peft.get_peft_model(
+        target, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     lora.eval()
     drafter = CoralDrafter.from_target(lora)
     for seed in range(4):
@@ -115,6 +117,7 @@ def test_plain_generate_after_assisted_is_untouched(trained_llama_pair):
 def _exact_second_token_distribution(target, prompt, temperature, top_k=None):
     """P(token at position 2 | prompt) under the target's own sampling, by enumerating the first token."""
     with torch.no_grad():
+
         def next_probs(ids):
             logits = target(ids).logits[:, -1].float() / temperature
             if top_k is not None:

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     push.add_argument("drafter_dir", metavar="DRAFTER_DIR", help="Directory written by `drafter.save_pretrained`.")
-    push.add_argument("repo_id", metavar="REPO_ID", help="Target repo, `user/name` or `org/name` (created if missing).")
+    push.add_argument("repo_id", metavar="REPO_ID", help="Hub repo, `user/name` or `org/name` (created if missing).")
     push.add_argument("--revision", metavar="BRANCH", help="Branch to push to (created from main if missing).")
     push.add_argument("--private", action="store_true", help="Create the repo as private (if it does not exist yet).")
     push.add_argument("--commit-message", metavar="M", help='Commit message (default: "Upload CORAL drafter").')
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull.add_argument("--output-dir", metavar="DIR", type=Path,
                       help="Write the drafter files and README.md here (default: only the Hub cache).")
     pull.add_argument("--offline", action="store_true",
-                      help="Use the local cache only (same as HF_HUB_OFFLINE=1 for this download).")
+                      help="Use the local cache only, for the drafter and the target (like HF_HUB_OFFLINE=1).")
     pull.set_defaults(func=run_pull)
 
 
@@ -108,7 +108,7 @@ def run_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_target_model(name_or_path: str, revision: str | None):
+def _load_target_model(name_or_path: str, revision: str | None, local_files_only: bool = False):
     """The target model only (no tokenizer needed to check a drafter); the embedded default through `load_target`."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -117,7 +117,9 @@ def _load_target_model(name_or_path: str, revision: str | None):
 
     if name_or_path.lower() in (DEFAULT_TARGET, DEFAULT_TARGET_HUB_ID.lower()) and not Path(name_or_path).exists():
         return load_target(name_or_path)[0]
-    return AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        name_or_path, revision=revision, dtype=torch.float32, local_files_only=local_files_only
+    ).eval()
 
 
 def run_pull(args: argparse.Namespace) -> int:
@@ -125,7 +127,7 @@ def run_pull(args: argparse.Namespace) -> int:
     from ..hub import download_drafter, pull_drafter
 
     try:
-        target = _load_target_model(args.target, args.target_revision)
+        target = _load_target_model(args.target, args.target_revision, local_files_only=args.offline)
     except (OSError, ValueError) as error:
         return _fail(f"cannot load target {args.target!r}: {error}")
     try:

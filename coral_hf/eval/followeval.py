@@ -107,6 +107,8 @@ def register_check(name: str) -> Callable[[CheckFn], CheckFn]:
     """Register `fn(text, **params) -> (passed, detail)` as the check type `name`.
 
     The function's keyword parameters are the JSON fields of the check; parameters without a default are required.
+    Loading dry-runs every check once on an empty response to validate its parameters, so the function must accept
+    "" (and should raise on invalid parameters rather than return a verdict).
     """
 
     def decorator(fn: CheckFn) -> CheckFn:
@@ -491,8 +493,13 @@ def _parse_instance(record: Any) -> FollowEvalInstance:
     if record["language"] not in LANGUAGES:
         raise ValueError(f"'language' must be one of {LANGUAGES}, got {record['language']!r}")
     dimensions = record["dimensions"]
-    if not isinstance(dimensions, list) or not dimensions or len(set(dimensions)) != len(dimensions):
-        raise ValueError("'dimensions' must be a non-empty list without repeats")
+    if (
+        not isinstance(dimensions, list)
+        or not dimensions
+        or not all(isinstance(dimension, str) for dimension in dimensions)
+        or len(set(dimensions)) != len(dimensions)
+    ):
+        raise ValueError("'dimensions' must be a non-empty list of strings without repeats")
     if unknown_dimensions := sorted(set(dimensions) - set(DIMENSIONS)):
         raise ValueError(f"unknown dimensions {unknown_dimensions}; known: {', '.join(DIMENSIONS)}")
     if not isinstance(record["instruction"], str) or not record["instruction"].strip():

