@@ -8,7 +8,10 @@ import sys
 
 # Each module under coral_hf.commands exposes `register(subparsers)`; imported lazily at parse time
 # so `coral-hf --help` stays fast and a sub-command's heavy imports load only when it runs.
-COMMAND_MODULES = ("coral_hf.commands.demo",)
+COMMAND_MODULES = (
+    "coral_hf.commands.demo",
+    "coral_hf.commands.hub",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,12 @@ _LAYER_FIELDS = (
     "eos_token_id",
 )
 
+# How the drafter turns its predicted feature into logits (see `coral_hf.lm_head`).
+HEAD_MODES = ("full", "router", "shortlist")
+GROUP_STRATEGIES = ("contiguous", "frequency", "cluster")
+_DEFAULT_NUM_GROUPS = 64
+_DEFAULT_ACTIVE_FRACTION = 8  # k = G / 8: a routed step multiplies 1/8 of the LM head
+
 
 class CoralConfig(PreTrainedConfig):
     r"""
@@ -56,6 +62,25 @@ class CoralConfig(PreTrainedConfig):
         draft_confidence_threshold (`float`, defaults to 0.0):
             Stop drafting early when the drafter's probability of its own token falls below this value (0 disables);
             written to `generation_config.assistant_confidence_threshold`.
+        head_mode (`str`, defaults to `"full"`):
+            How draft logits are computed from the predicted feature: `"full"` (the target's whole LM head),
+            `"router"` (CORAL's grouped head: only the router's top-`active_groups` vocabulary groups, `-inf`
+            elsewhere) or `"shortlist"` (a static frequency shortlist of `shortlist_size` tokens, `-inf` elsewhere).
+            Generation stays lossless in every mode: the target verifies each drafted token. Switch at run time with
+            `drafter.set_head_mode(...)`.
+        num_groups (`int`, *optional*):
+            G, the number of vocabulary groups of the grouped head. `None` means the drafter has no grouped head
+            (no router, no shortlist: `"full"` only); defaults to 64 when `head_mode` is not `"full"`.
+        active_groups (`int`, *optional*):
+            k, the groups the router activates per draft step (the head then costs k / G of the full head);
+            defaults to `num_groups // 8`.
+        group_strategy (`str`, *optional*):
+            How the vocabulary was permuted into groups: `"contiguous"` (token ids in order), `"frequency"` (by
+            training-token frequency, frequent tokens first) or `"cluster"` (balanced spherical k-means of the
+            LM-head rows); defaults to `"contiguous"`. The permutation itself is saved with the drafter.
+        shortlist_size (`int`, *optional*):
+            Tokens of the static shortlist used by `head_mode="shortlist"`; defaults to the rows of `active_groups`
+            groups (`vocab_size * active_groups / num_groups`), the same head cost as the router.
         target_name_or_path (`str`, *optional*):
             Hub id or local path of the target (the model card's `base_model`).
         target_revision (`str`, *optional*):
@@ -80,6 +105,11 @@ class CoralConfig(PreTrainedConfig):
     layer0_input_norm: bool = False
     draft_length: int = 5
     draft_confidence_threshold: float = 0.0
+    head_mode: str = "full"
+    num_groups: int | None = None
+    active_groups: int | None = None
+    group_strategy: str | None = None
+    shortlist_size: int | None = None
     target_name_or_path: str | None = None
     target_revision: str | None = None
     target_model_type: str | None = None
@@ -98,7 +128,31 @@ class CoralConfig(PreTrainedConfig):
             raise ValueError(f"num_draft_layers must be >= 1, got {self.num_draft_layers}.")
         if self.draft_length < 1:
             raise ValueError(f"draft_length must be >= 1, got {self.draft_length}.")
+        self._init_head_fields()
         super().__post_init__(**kwargs)
+
+    def _init_head_fields(self, grouped_head: bool = False) -> None:
+        """Validate the head fields; fill the grouped head's defaults when one is requested (or `grouped_head`)."""
+        if self.head_mode not in HEAD_MODES:
+            raise ValueError(f"head_mode must be one of {HEAD_MODES}, got {self.head_mode!r}.")
+        if self.num_groups is None:
+            if self.head_mode == "full" and not grouped_head:
+                return
+            self.num_groups = _DEFAULT_NUM_GROUPS
+        vocab_size = self.target_vocab_size
+        if self.num_groups < 1 or (vocab_size is not None and self.num_groups > vocab_size):
+            raise ValueError(f"num_groups must be in [1, vocab_size={vocab_size}], got {self.num_groups}.")
+        if self.active_groups is None:
+            self.active_groups = max(1, self.num_groups // _DEFAULT_ACTIVE_FRACTION)
+        if not 1 <= self.active_groups <= self.num_groups:
+            raise ValueError(f"active_groups must be in [1, num_groups={self.num_groups}], got {self.active_groups}.")
+        self.group_strategy = self.group_strategy or "contiguous"
+        if self.group_strategy not in GROUP_STRATEGIES:
+            raise ValueError(f"group_strategy must be one of {GROUP_STRATEGIES}, got {self.group_strategy!r}.")
+        if self.shortlist_size is None and vocab_size is not None:
+            self.shortlist_size = max(1, round(vocab_size * self.active_groups / self.num_groups))
+        if self.shortlist_size is not None and not 1 <= self.shortlist_size <= (vocab_size or self.shortlist_size):
+            raise ValueError(f"shortlist_size must be in [1, vocab_size={vocab_size}], got {self.shortlist_size}.")
 
     @property
     def hidden_size(self) -> int:
@@ -129,4 +183,4 @@ class CoralConfig(PreTrainedConfig):
         return layer_config
 
 
-__all__ = ["CoralConfig"]
+__all__ = ["GROUP_STRATEGIES", "HEAD_MODES", "CoralConfig"]

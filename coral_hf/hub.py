@@ -24,7 +24,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, ModelCardData, is_offline_mode
+from huggingface_hub import (
+    CommitInfo,
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    is_offline_mode,
+)
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -203,7 +211,6 @@ def render_model_card(
     """
     import jinja2
 
-    weights_dir: Path | None = None
     if isinstance(drafter, CoralDrafter):
         config = drafter.config
         state = drafter.state_dict()  # what save_pretrained writes, so a card from the saved directory is identical
@@ -214,9 +221,8 @@ def render_model_card(
     elif isinstance(drafter, CoralConfig):
         config, num_parameters, weights_bytes, dtype = drafter, None, None, None
     else:
-        weights_dir = Path(drafter)
-        config = CoralConfig.from_pretrained(weights_dir)
-        num_parameters, weights_bytes, dtype = _safetensors_summary(weights_dir)
+        config = CoralConfig.from_pretrained(drafter)
+        num_parameters, weights_bytes, dtype = _safetensors_summary(Path(drafter))
 
     target = config.target_name_or_path or "<unknown target>"
     recipe = dict(config.training_recipe or {})
@@ -230,7 +236,6 @@ def render_model_card(
         tags=list(dict.fromkeys([*CARD_TAGS, *tags])),
     )
     fingerprint = (config.target_fingerprint or {}).get("sha256")
-    generation_threshold = config.draft_confidence_threshold
     context = {
         "card_data": card_data.to_yaml(),
         "model_name": repo_id.split("/")[-1] if repo_id else f"CORAL drafter for {target.split('/')[-1]}",
@@ -243,7 +248,7 @@ def render_model_card(
         "target_vocab_size": config.target_vocab_size,
         "num_draft_layers": config.num_draft_layers,
         "draft_length": config.draft_length,
-        "confidence_threshold": generation_threshold,
+        "confidence_threshold": config.draft_confidence_threshold,
         "num_parameters": _format_count(num_parameters) if num_parameters is not None else "unknown",
         "weights_size": _format_bytes(weights_bytes) if weights_bytes is not None else "size unknown",
         "dtype": dtype,
@@ -385,7 +390,7 @@ def push_drafter(
     card: ModelCard | str | os.PathLike | None = None,
     license: str | None = None,  # noqa: A002 - the Hub metadata key
     tags: Iterable[str] = (),
-) -> Any:
+) -> CommitInfo:
     """Push a drafter to the Hub in one commit: config, generation config, safetensors weights and a model card.
 
     Args:
@@ -577,6 +582,14 @@ class DrafterCardCallback(TrainerCallback):
         for directory in directories:
             if directory and os.path.isdir(directory):
                 write_model_card(drafter, directory, repo_id, **self.card_kwargs)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and args.push_to_hub and args.hub_token:
+            logger.warning(
+                "TrainingArguments.hub_token is set: the Trainer pickles its TrainingArguments, token included, into "
+                "training_args.bin and pushes that file to the repo, where anyone who can read the repo can read the "
+                "token. Authenticate with `hf auth login` or the HF_TOKEN environment variable instead."
+            )
 
     def on_save(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:

@@ -14,9 +14,10 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 from transformers.utils import ModelOutput
 
-from .configuration_coral import CoralConfig
+from .configuration_coral import HEAD_MODES, CoralConfig
 from .features import TargetFeatureRecorder
 from .generation import CoralCandidateGenerator
+from .lm_head import GroupedLMHead, build_permutation, frequency_shortlist, token_groups
 from .target_utils import check_compatible, target_fingerprint, unwrap_target
 
 
@@ -103,6 +104,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         if not config.layer0_input_norm:
             self.layers[0].input_layernorm = nn.Identity()
         self.rotary_emb = rotary_class(config=layer_config)
+        # CORAL's lighter head (router + vocabulary permutation + shortlist); None for a full-head-only drafter.
+        self.grouped_head = GroupedLMHead(config) if config.num_groups is not None else None
         self.generation_config = GenerationConfig(
             num_assistant_tokens=config.draft_length,
             num_assistant_tokens_schedule="constant",
@@ -141,6 +144,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             self.config.target_fingerprint = target_fingerprint(target)
         self.__dict__["_target"] = target
         self.__dict__["_feature_recorder"] = TargetFeatureRecorder(target, self)
+        if self.grouped_head is not None:
+            self.grouped_head.bind(unwrap_target(target).get_output_embeddings())
         return self
 
     def detach(self) -> CoralDrafter:
@@ -150,6 +155,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         self.__dict__["_target"] = None
         self.__dict__["_feature_recorder"] = None
         self.__dict__["_candidate_generator"] = None
+        if self.grouped_head is not None:
+            self.grouped_head.unbind()
         return self
 
     def _require_target(self) -> PreTrainedModel:
@@ -161,27 +168,47 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         return unwrap_target(self.target)
 
     @classmethod
-    def from_target(cls, target: nn.Module, dtype: torch.dtype | None = None, **config_overrides: Any) -> CoralDrafter:
+    def from_target(
+        cls,
+        target: nn.Module,
+        dtype: torch.dtype | None = None,
+        token_counts: torch.Tensor | None = None,
+        **config_overrides: Any,
+    ) -> CoralDrafter:
         """A new, untrained drafter shaped for `target` and attached to it.
 
         Args:
             target: the causal LM to draft for (PEFT-wrapped models work).
             dtype: drafter parameter dtype; defaults to the target's.
-            config_overrides: any [`CoralConfig`] field (e.g. `num_draft_layers=2`, `draft_length=4`).
+            token_counts: `[vocab]` training-token counts (`coral_hf.lm_head.token_frequencies`), for a grouped head
+                with `group_strategy="frequency"` and for its shortlist; see [`~CoralDrafter.init_grouped_head`].
+            config_overrides: any [`CoralConfig`] field (e.g. `num_draft_layers=2`, `head_mode="router"`).
         """
         model = unwrap_target(target)
         config = CoralConfig.from_target_config(
             model.config, target_fingerprint=target_fingerprint(model), **config_overrides
         )
         drafter = cls(config).to(device=model.device, dtype=dtype or model.dtype)
-        return drafter.attach(target)
+        drafter.attach(target)
+        if drafter.grouped_head is not None:
+            drafter.init_grouped_head(token_counts=token_counts)
+        return drafter
 
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: Any, *model_args: Any, target: nn.Module | None = None, **kwargs: Any
     ) -> CoralDrafter:
         """Load a drafter (safetensors only) and, when `target` is given, check it and attach it."""
+        from .hub import check_safetensors_only  # hub imports this module
+
         kwargs.setdefault("use_safetensors", True)
+        if kwargs["use_safetensors"]:  # `use_safetensors=False` is the explicit opt-in for a trusted pickle
+            check_safetensors_only(
+                pretrained_model_name_or_path,
+                revision=kwargs.get("revision"),
+                token=kwargs.get("token"),
+                local_files_only=kwargs.get("local_files_only", False),
+            )
         drafter = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         if target is not None:
             check_compatible(drafter.config, target)
@@ -191,6 +218,34 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             drafter.to(model.device).attach(target)
         return drafter
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Push config, weights, generation config and a rendered model card in one commit (see `coral_hf.hub`)."""
+        from .hub import push_drafter
+
+        return push_drafter(
+            self,
+            repo_id,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+            tags=tags or (),
+        )
+
     # ------------------------------------------------------------------ forward
 
     def get_input_embeddings(self) -> nn.Module:
@@ -199,12 +254,117 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self._require_target().get_output_embeddings()
 
-    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Token logits (float32) of predicted features, through the target's LM head.
+    # ------------------------------------------------------------------ head
 
+    @property
+    def head_mode(self) -> str:
+        """How draft logits are computed: `"full"`, `"router"` or `"shortlist"` (see [`CoralConfig`])."""
+        return self.config.head_mode
+
+    def set_head_mode(self, mode: str, active_groups: int | None = None) -> CoralDrafter:
+        """Switch the head at run time, without reloading (e.g. to compare heads); returns self.
+
+        Args:
+            mode: `"full"`, `"router"` or `"shortlist"`; the latter two need a grouped head.
+            active_groups: new k for the router (default: keep `config.active_groups`).
+        """
+        self._check_head_mode(mode)
+        if active_groups is not None:
+            if not 1 <= active_groups <= self.config.num_groups:
+                raise ValueError(f"active_groups must be in [1, {self.config.num_groups}], got {active_groups}.")
+            self.config.active_groups = active_groups
+        self.config.head_mode = mode
+        return self
+
+    def _check_head_mode(self, mode: str) -> None:
+        if mode not in HEAD_MODES:
+            raise ValueError(f"head_mode must be one of {HEAD_MODES}, got {mode!r}.")
+        if mode != "full" and self.grouped_head is None:
+            raise ValueError(
+                f"head_mode={mode!r} needs a grouped head, and this drafter has none: build one with "
+                "`drafter.init_grouped_head(...)` (then train its router), or create the drafter with `num_groups`."
+            )
+
+    @torch.no_grad()
+    def init_grouped_head(
+        self,
+        strategy: str | None = None,
+        token_counts: torch.Tensor | None = None,
+        num_groups: int | None = None,
+        active_groups: int | None = None,
+        shortlist_size: int | None = None,
+        seed: int = 0,
+    ) -> CoralDrafter:
+        """Build the grouped head: vocabulary permutation, shortlist, and a fresh (untrained) router; returns self.
+
+        Arguments left `None` keep the config's values (or their defaults, see [`CoralConfig`]). The router starts
+        from a context-free choice: the k groups of most training mass when `token_counts` is given, see
+        `GroupRouter.reset_parameters`; train it with `coral_hf.training.router`. The head mode is not changed.
+
+        Args:
+            strategy: `"contiguous"`, `"frequency"` (needs `token_counts`) or `"cluster"` (balanced k-means of the
+                attached target's LM-head rows).
+            token_counts: `[vocab]` counts of the tokens the drafter predicts, e.g. `coral_hf.lm_head.
+                token_frequencies(dataset["input_ids"], vocab_size, dataset["loss_mask"])`. Without them the
+                shortlist is a placeholder (the lowest token ids) and the router's prior is uniform.
+            num_groups, active_groups, shortlist_size: G, k and the shortlist size.
+            seed: seed of the clustering.
+        """
+        config = self.config
+        if num_groups is not None and num_groups != config.num_groups:
+            config.active_groups = config.shortlist_size = None  # their defaults follow G
+        for name, value in (
+            ("num_groups", num_groups),
+            ("active_groups", active_groups),
+            ("group_strategy", strategy),
+            ("shortlist_size", shortlist_size),
+        ):
+            if value is not None:
+                setattr(config, name, value)
+        config._init_head_fields(grouped_head=True)
+        lm_head = None if self.target is None else unwrap_target(self.target).get_output_embeddings()
+        permutation = build_permutation(
+            config.group_strategy,
+            config.target_vocab_size,
+            config.num_groups,
+            lm_head_weight=None if lm_head is None else lm_head.weight,
+            token_counts=token_counts,
+            seed=seed,
+        )
+        head = GroupedLMHead(config).to(self.device)
+        head.router.to(self.dtype)
+        if token_counts is None:
+            head.set_grouping(permutation, torch.arange(config.shortlist_size))
+            head.router.reset_parameters()
+        else:
+            counts = token_counts.flatten().double()
+            head.set_grouping(permutation, frequency_shortlist(counts, config.shortlist_size))
+            group_counts = torch.zeros(config.num_groups, dtype=torch.float64)
+            group_counts.index_add_(0, token_groups(permutation, config.num_groups), counts)
+            head.router.reset_parameters(group_counts)
+        self.grouped_head = head
+        if lm_head is not None:
+            head.bind(lm_head)
+        return self
+
+    def compute_logits(self, hidden_states: torch.Tensor, head_mode: str | None = None) -> torch.Tensor:
+        """Token logits (float32, full vocabulary) of predicted features, through the target's LM head.
+
+        In `"router"` / `"shortlist"` head mode the logits outside the active groups / the shortlist are `-inf`:
+        they are the distribution the drafter samples from, which transformers' speculative sampling must see.
         The head's weights are detached: training the drafter never changes its target.
+
+        Args:
+            hidden_states: `[..., hidden_size]` predicted features.
+            head_mode: overrides the drafter's head mode for this call (training losses want `"full"`).
         """
         lm_head = self.get_output_embeddings()
+        head_mode = head_mode or self.config.head_mode
+        self._check_head_mode(head_mode)
+        if head_mode == "shortlist":
+            return self.grouped_head.shortlist_logits(hidden_states, lm_head)
+        if head_mode == "router":
+            return self.grouped_head.routed_logits(hidden_states, lm_head, self.config.active_groups)
         bias = lm_head.bias.detach() if getattr(lm_head, "bias", None) is not None else None
         weight = lm_head.weight.detach()
         return nn.functional.linear(hidden_states.to(weight.dtype), weight, bias).float()

@@ -187,6 +187,15 @@ class HubServer:
         with self.lock:
             self._failures.setdefault(kind, []).extend([status] * times)
 
+    def pending_failures(self) -> dict[str, int]:
+        """Injected failures not consumed yet, by kind."""
+        with self.lock:
+            return {kind: len(statuses) for kind, statuses in self._failures.items() if statuses}
+
+    def clear_failures(self) -> None:
+        with self.lock:
+            self._failures.clear()
+
     def _take_failure(self, kind: str) -> int | None:
         with self.lock:
             pending = self._failures.get(kind)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
 from coral_hf import CoralConfig, CoralDrafter, CoralTargetMismatchError, load_drafter
+from coral_hf.hub import UnsafeCheckpointError
 
 
 def test_config_records_target_and_generation_defaults():
@@ -95,7 +96,7 @@ def test_pickle_checkpoints_are_not_loaded(tmp_path):
     drafter.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     torch.save(drafter.state_dict(), tmp_path / "pytorch_model.bin")
-    with pytest.raises(OSError, match="safetensors"):
+    with pytest.raises(UnsafeCheckpointError, match="pickle checkpoint"):
         CoralDrafter.from_pretrained(tmp_path)
 
 

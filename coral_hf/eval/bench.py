@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
+from ..lm_head import time_draft_step
 from .prompts import PromptItem
 
 PLAIN, DRAFTER, PROMPT_LOOKUP = "plain", "drafter", "prompt_lookup"
@@ -399,6 +400,8 @@ def run_bench(
     draft_length: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    draft_step_repetitions: int = 100,
+    metadata: Mapping[str, Any] | None = None,
 ) -> BenchResult:
     """Benchmark `drafter` against plain decoding (and prompt-lookup decoding) on `prompts`.
 
@@ -417,6 +420,10 @@ def run_bench(
         draft_length: draft tokens per round, overriding `drafter.generation_config.num_assistant_tokens` for the run.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
+        draft_step_repetitions: timed draft steps (`coral_hf.lm_head.time_draft_step`, after the generations) for
+            the `draft_step_ms` / `layer_ms` / `lm_head_ms` medians in the drafter's head mode; 0 skips them.
+        metadata: descriptive entries recorded in `settings` and shown in reports, e.g. `{"target": ...,
+            "drafter": ..., "prompts": ..., "drafter_is_random": True}`.
     """
     if not prompts:
         raise ValueError("No prompts to benchmark.")
@@ -443,6 +450,7 @@ def run_bench(
         "warmup": warmup,
         "seed": seed,
         "draft_length": int(drafter_config.num_assistant_tokens),
+        "drafter_head": drafter.head_mode,
         "confidence_threshold": float(drafter_config.assistant_confidence_threshold or 0.0),
         "prompt_lookup_tokens": prompt_lookup_tokens,
         "prompt_lookup_max_ngram": 2 if prompt_lookup_tokens is not None else None,
@@ -450,6 +458,7 @@ def run_bench(
         "order": "interleaved per turn, rotating",
         "dtype": str(target.dtype).removeprefix("torch."),
         "device": str(device),
+        **(metadata or {}),
     }
     results: list[PromptResult] = []
     divergences: list[Divergence] = []
@@ -497,6 +506,7 @@ def run_bench(
                 tau=f"{aggregate(results, modes)['tau']:.2f}",
                 speedup=f"{statistics.median(prompt.speedup(DRAFTER) for prompt in results):.2f}x",
             )
+        draft_timing = time_draft_step(drafter, repetitions=draft_step_repetitions) if draft_step_repetitions else None
     finally:
         drafter_config.num_assistant_tokens = original_draft_length
     if hasattr(os, "getloadavg"):
@@ -508,6 +518,7 @@ def run_bench(
         settings=settings,
         machine=machine,
         draft_length=settings["draft_length"],
+        draft_timing=draft_timing,
     )
 
 

@@ -9,6 +9,15 @@ import importlib
 from typing import Any
 
 _LAZY_NAMES = {
+    "AcceptanceEvalCallback": "callbacks",
+    "UnrollScheduleCallback": "callbacks",
+    "CoralTrainer": "trainer",
+    "CoralTrainingArguments": "trainer",
+    "CoralFeatureCollator": "features",
+    "FeatureCacheDataset": "features",
+    "StaleFeatureCacheError": "features",
+    "build_feature_cache": "features",
+    "compute_target_features": "features",
     "CoralDataCollator": "data",
     "build_training_dataset": "data",
     "load_conversations": "data",

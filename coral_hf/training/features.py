@@ -24,12 +24,14 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -100,7 +102,7 @@ def _shard_name(index: int, num_shards: int) -> str:
     return f"shard-{index:05d}-of-{num_shards:05d}.safetensors"
 
 
-def _write_atomically(path: Path, write: Any) -> None:
+def _write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """Call `write(temporary_path)`, then rename the result to `path` (a reader never sees a partial file)."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -130,8 +132,6 @@ def build_feature_cache(
     dtype: torch.dtype | str = torch.bfloat16,
     examples_per_shard: int = 256,
     batch_size: int = 8,
-    process_index: int = 0,
-    num_processes: int = 1,
     progress: bool = True,
 ) -> FeatureCacheDataset:
     """Compute the target's features for every token of `dataset` into `cache_dir`, or reuse a matching cache.
@@ -145,13 +145,13 @@ def build_feature_cache(
         dtype: storage precision, `torch.bfloat16` (default, the target's range) or `torch.float16`.
         examples_per_shard: examples per safetensors file; one interruption loses at most one shard of work.
         batch_size: examples per target forward (sorted by length within a shard to limit padding).
-        process_index, num_processes: with several processes (distributed training), each computes every
-            `num_processes`-th shard; only process 0 writes the manifest. Synchronise the processes (e.g.
-            `accelerator.wait_for_everyone()`) before opening the cache with `FeatureCacheDataset`.
-        progress: show a progress bar.
+        progress: show a progress bar (on the main process).
+
+    With several processes (`accelerate launch`, `torchrun`), every process must call this function: each computes
+    every n-th shard, the main process writes the manifest, and all wait for each other before opening the cache.
 
     Returns:
-        The cache as a `FeatureCacheDataset` (with one process; with several, open it after synchronising).
+        The cache as a `FeatureCacheDataset`.
 
     Raises:
         StaleFeatureCacheError: `cache_dir` holds a cache of another target, other data or other settings.
@@ -184,6 +184,7 @@ def build_feature_cache(
         "target_name_or_path": getattr(model.config, "_name_or_path", None) or None,
         "target_fingerprint": fingerprint,
     }
+    state = PartialState()
     cache_dir = Path(cache_dir)
     manifest_path = cache_dir / MANIFEST_NAME
     if manifest_path.is_file():
@@ -195,42 +196,42 @@ def build_feature_cache(
                 + "\n  - ".join(problems)
                 + "\nDelete the directory or choose another cache directory to rebuild it."
             )
-    elif process_index == 0:
+    elif any(cache_dir.glob("shard-*.safetensors")):
+        raise StaleFeatureCacheError(
+            f"{cache_dir} holds feature shards but no {MANIFEST_NAME}: nothing tells what they were computed from. "
+            "Delete the directory or choose another cache directory."
+        )
+    elif state.is_main_process:
         cache_dir.mkdir(parents=True, exist_ok=True)
         # Written before any shard: a partial cache already says what it belongs to, so resuming can check it.
         _write_atomically(manifest_path, lambda path: path.write_text(json.dumps(expected, indent=2) + "\n"))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in cache_dir.glob(".shard-*.tmp-*"):  # temporary files of an interrupted earlier run
-        if leftover.name.endswith(f".tmp-{os.getpid()}") or not _pid_alive(leftover.name.rsplit("-", 1)[-1]):
-            leftover.unlink(missing_ok=True)
+    state.wait_for_everyone()
 
-    mine = [index for index in range(num_shards) if index % num_processes == process_index]
-    todo = [index for index in mine if not (cache_dir / _shard_name(index, num_shards)).is_file()]
-    if len(todo) < len(mine):
-        logger.info("Feature cache %s: %d of %d shards already complete.", cache_dir, len(mine) - len(todo), len(mine))
+    # Each process owns every n-th shard, so it alone may clear that shard's leftovers of an interrupted run.
+    owned = range(state.process_index, num_shards, state.num_processes)
+    todo = []
+    for index in owned:
+        path = cache_dir / _shard_name(index, num_shards)
+        for leftover in cache_dir.glob(f".{path.name}.tmp-*"):
+            leftover.unlink()
+        if not path.is_file():
+            todo.append(index)
+    if len(todo) < len(owned):
+        done = len(owned) - len(todo)
+        logger.info("Feature cache %s: %d of %d shards already complete.", cache_dir, done, len(owned))
     device = model.get_input_embeddings().weight.device
     storage_dtype = _CACHE_DTYPES[dtype_name]
-    total = sum(len(lengths[i * examples_per_shard : (i + 1) * examples_per_shard]) for i in todo)
-    with tqdm(total=total, desc="Target features", unit="ex", disable=not progress or not todo) as bar:
-        for shard in todo:
-            indices = range(shard * examples_per_shard, min((shard + 1) * examples_per_shard, len(lengths)))
+    total = sum(min(examples_per_shard, len(lengths) - index * examples_per_shard) for index in todo)
+    show = progress and bool(todo) and state.is_local_main_process
+    with tqdm(total=total, desc=f"Target features -> {cache_dir.name}", unit="ex", disable=not show) as bar:
+        for index in todo:
+            indices = range(index * examples_per_shard, min((index + 1) * examples_per_shard, len(lengths)))
             tensors = _compute_shard(model, dataset, indices, batch_size, device, storage_dtype, bar)
             metadata = {"format_version": str(CACHE_FORMAT_VERSION), "num_examples": str(len(indices))}
-            _write_atomically(
-                cache_dir / _shard_name(shard, num_shards), lambda path: save_file(tensors, path, metadata=metadata)
-            )
-    return FeatureCacheDataset(cache_dir, expected=expected) if num_processes == 1 else None
-
-
-def _pid_alive(pid: str) -> bool:
-    """Whether the process that owns a temporary file still runs (then its file is not a leftover)."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
+            path = cache_dir / _shard_name(index, num_shards)
+            _write_atomically(path, partial(save_file, tensors, metadata=metadata))
+    state.wait_for_everyone()
+    return FeatureCacheDataset(cache_dir, expected=expected)
 
 
 def _compute_shard(
@@ -296,7 +297,7 @@ class FeatureCacheDataset(Dataset):
                 f"{CACHE_FORMAT_VERSION}: delete it to rebuild it."
             )
         if expected is not None and (problems := _manifest_problems(expected, self.manifest)):
-            raise StaleFeatureCacheError(f"The feature cache in {self.cache_dir} does not match: {'; '.join(problems)}")
+            raise StaleFeatureCacheError(f"Feature cache {self.cache_dir} does not match: {'; '.join(problems)}")
         num_shards = self.manifest["num_shards"]
         self._paths = [self.cache_dir / _shard_name(index, num_shards) for index in range(num_shards)]
         missing = [path.name for path in self._paths if not path.is_file()]

@@ -1,0 +1,167 @@
+"""`coral-hf bench`: tokens/s, speedup, acceptance (tau) and a lossless check of a drafter on a prompt set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+_EPILOG = """\
+examples:
+  coral-hf bench                                            # shipped drafter, held-out ShareGPT prompts
+  coral-hf bench --drafter random --prompts humaneval --limit 3 --max-new-tokens 48
+  coral-hf bench --prompts mtbench --categories coding writing --limit 5 --json bench.json --report bench-report
+  coral-hf bench --target ./my-target --drafter ./my-drafter --prompts questions.jsonl --temperature 0.7
+
+Every prompt turn is generated with plain generate(), with assistant_model=drafter and with transformers'
+prompt-lookup decoding, interleaved in rotating order after warm-up, in one process. tok/s and speedup are
+medians over prompts; tau is generated tokens per target forward (accepted draft tokens + the target's own).
+Greedy runs (the default) also check that every assisted output is token-identical to plain decoding.
+The machine is what it is: compare ratios from one run, not absolute tokens/s from different runs.
+See docs/benchmark.md.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `bench` sub-command."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="Benchmark a drafter: tokens/s, speedup, tau and a lossless check against plain generate().",
+        description=(
+            "Measure a drafter on a prompt set against plain generate() and prompt-lookup decoding: tokens/s per "
+            "prompt and category, speedup, acceptance length tau with its histogram, and (greedy) a token-by-token "
+            "lossless check."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    models = parser.add_argument_group("models")
+    models.add_argument("--target", default="smollm2-135m-instruct", metavar="NAME_OR_PATH",
+                        help="Target: `smollm2-135m-instruct` (embedded, default), a Hub id or a local path.")
+    models.add_argument("--drafter", metavar="PATH_OR_ID",
+                        help="Drafter directory or Hub id; `random` = an untrained drafter (seeded by --seed), the "
+                        "overhead floor. Default: the drafter shipped for the target.")
+    models.add_argument("--drafter-head", choices=("full", "router", "shortlist"),
+                        help="LM head the drafter drafts with: the full head, the CORAL router over vocabulary "
+                        "groups, or a static frequency shortlist; the latter two need a drafter with a grouped head "
+                        "(default: the drafter's own setting).")
+    models.add_argument("--draft-length", type=int, metavar="K",
+                        help="Draft tokens per round (overrides the drafter generation_config.num_assistant_tokens).")
+    models.add_argument("--device", default="cpu", help="Device of target and drafter (default: cpu).")
+    models.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="Target dtype (default float32, which keeps the greedy comparison exact).")
+
+    prompts = parser.add_argument_group("prompts")
+    prompts.add_argument("--prompts", default="sharegpt-heldout", metavar="SET_OR_JSONL",
+                         help="`sharegpt-heldout` (default), `humaneval`, `mtbench`, `followeval`, or an MT-bench / "
+                         "Spec-Bench style JSONL file (question_id, category, turns).")
+    prompts.add_argument("--categories", nargs="+", metavar="NAME", help="Only these categories.")
+    prompts.add_argument("--limit", type=int, metavar="N", help="At most N prompts per category (file order).")
+
+    generation = parser.add_argument_group("generation")
+    generation.add_argument("--max-new-tokens", type=int, default=128, help="Tokens per turn (default: 128).")
+    generation.add_argument("--temperature", type=float, default=0.0,
+                            help="0 (default): greedy, with the lossless check. > 0: pure temperature sampling "
+                            "(speculative sampling keeps the target distribution; outputs are not compared).")
+    generation.add_argument("--prompt-lookup-tokens", type=int, default=10, metavar="N",
+                            help="prompt_lookup_num_tokens of the prompt-lookup baseline (default: 10: copied spans "
+                            "cost nothing to propose, only verification width; n-gram size 2).")
+    generation.add_argument("--no-prompt-lookup", action="store_true", help="Skip the prompt-lookup baseline.")
+    generation.add_argument("--seed", type=int, default=0, help="Seed for sampling and for `--drafter random`.")
+
+    measurement = parser.add_argument_group("measurement and output")
+    measurement.add_argument("--warmup", type=int, default=1, metavar="N",
+                             help="Untimed warm-up generations per mode before measuring (default: 1).")
+    measurement.add_argument("--draft-step-repetitions", type=int, default=100, metavar="N",
+                             help="Timed single draft steps after the generations, for the draft_step_ms / layer_ms "
+                             "/ lm_head_ms medians (default: 100; 0 skips).")
+    measurement.add_argument("--threads", type=int, metavar="N",
+                             help="torch.set_num_threads(N) (default: torch's choice; recorded either way).")
+    measurement.add_argument("--json", type=Path, metavar="PATH", help="Write the full results as JSON.")
+    measurement.add_argument("--report", type=Path, metavar="DIR", help="Write report.md and PNG plots into DIR.")
+    measurement.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    parser.set_defaults(func=run)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from coral_hf import CoralDrafter, load_drafter, load_target
+    from coral_hf.eval.bench import followeval_summary, run_bench
+    from coral_hf.eval.prompts import load_prompts
+    from coral_hf.eval.report import format_table, write_report
+    from coral_hf.loading import shipped_drafter_path
+
+    for name in ("max_new_tokens", "draft_length", "prompt_lookup_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return _fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        prompts = load_prompts(args.prompts, limit=args.limit, categories=args.categories)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail(str(error))
+    if not prompts:
+        return _fail(f"no prompts selected from {args.prompts!r}")
+
+    target, tokenizer = load_target(args.target, dtype=getattr(torch, args.dtype), device=args.device)
+    drafter_source = args.drafter or shipped_drafter_path(args.target)
+    if drafter_source is None:
+        return _fail(
+            f"no drafter ships for target {args.target!r}: pass --drafter PATH_OR_HUB_ID "
+            "(or --drafter random for the untrained overhead floor)"
+        )
+    is_random = str(drafter_source) == "random"
+    if is_random:
+        torch.manual_seed(args.seed)
+        drafter = CoralDrafter.from_target(target)
+        drafter_label = f"random (untrained, seed {args.seed})"
+    else:
+        drafter = load_drafter(str(drafter_source), target=target)
+        drafter_label = str(drafter_source)
+    if args.drafter_head is not None:
+        try:
+            drafter.set_head_mode(args.drafter_head)
+        except ValueError as error:
+            return _fail(str(error))
+
+    result = run_bench(
+        target,
+        tokenizer,
+        drafter,
+        prompts,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        warmup=args.warmup,
+        prompt_lookup_tokens=None if args.no_prompt_lookup else args.prompt_lookup_tokens,
+        draft_length=args.draft_length,
+        seed=args.seed,
+        progress=not args.no_progress,
+        draft_step_repetitions=args.draft_step_repetitions,
+        metadata={
+            "target": args.target,
+            "drafter": drafter_label,
+            "drafter_is_random": is_random,
+            "prompts": args.prompts,
+            "categories": args.categories,
+            "limit": args.limit,
+        },
+    )
+    if args.prompts == "followeval":
+        result.followeval = followeval_summary(result)
+
+    print(format_table(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.summary(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"JSON: {args.json}")
+    if args.report is not None:
+        print(f"report: {write_report(result, args.report)}")
+    return 0

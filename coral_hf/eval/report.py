@@ -1,0 +1,262 @@
+"""Presenting a benchmark run: a terminal table, and a Markdown report with PNG plots.
+
+Plots are drawn on a bare `matplotlib.figure.Figure` (Agg canvas): no pyplot, no global backend switch, no display
+needed, so the report can be written from any process (CI, a server, a notebook kernel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .bench import DRAFTER, PLAIN, PROMPT_LOOKUP, BenchResult
+
+SPEEDUP_PLOT = "speedup_per_category.png"
+TAU_PLOT = "tau_histogram.png"
+_MODE_LABELS = {PLAIN: "plain", DRAFTER: "drafter", PROMPT_LOOKUP: "prompt lookup"}
+_MODE_COLORS = {DRAFTER: "tab:blue", PROMPT_LOOKUP: "tab:orange"}
+
+
+def _rows(result: BenchResult) -> list[tuple[str, dict[str, Any]]]:
+    """(label, aggregate) per category, then the whole run (only when there are several categories)."""
+    summary = result.summary()
+    rows = list(summary["categories"].items())
+    if len(rows) > 1:
+        rows.append(("all", summary))
+    return rows
+
+
+def _columns(result: BenchResult) -> list[str]:
+    columns = ["category", "prompts", "plain tok/s", "drafter tok/s", "speedup", "tau"]
+    if PROMPT_LOOKUP in result.modes:
+        columns += ["PLD tok/s", "PLD speedup", "PLD tau"]
+    if result.settings["lossless_check"]:
+        columns.append("identical")
+    return columns
+
+
+def _cells(result: BenchResult, label: str, numbers: dict[str, Any]) -> list[str]:
+    tokens_per_s = numbers["tokens_per_s"]
+    cells = [
+        label,
+        str(numbers["prompts"]),
+        f"{tokens_per_s[PLAIN]:.1f}",
+        f"{tokens_per_s[DRAFTER]:.1f}",
+        f"{numbers['speedup_median']:.2f}x",
+        f"{numbers['tau']:.2f}",
+    ]
+    if PROMPT_LOOKUP in result.modes:
+        lookup = numbers[PROMPT_LOOKUP]
+        cells += [f"{tokens_per_s[PROMPT_LOOKUP]:.1f}", f"{lookup['speedup_median']:.2f}x", f"{lookup['tau']:.2f}"]
+    if result.settings["lossless_check"]:
+        cells.append(f"{numbers['identical']}/{numbers['compared']}")
+    return cells
+
+
+def _headline(result: BenchResult) -> str:
+    settings = result.settings
+    parts = [f"{name} {settings[name]}" for name in ("target", "drafter", "prompts") if name in settings]
+    parts += [
+        f"draft length {result.draft_length}",
+        f"max new tokens {settings['max_new_tokens']}",
+        "greedy" if settings["lossless_check"] else f"temperature {settings['temperature']}",
+        f"{result.machine['torch_threads']} torch threads",
+    ]
+    return ", ".join(parts)
+
+
+def _divergence_lines(result: BenchResult) -> list[str]:
+    return [
+        f"  {d.mode} on {d.prompt_id} turn {d.turn}, token {d.position}: plain {d.plain_piece!r} vs {d.other_piece!r}"
+        f" (target top-2 logit gap {d.top2_logit_gap:.4g}) after ...{d.context!r}"
+        for d in result.divergences
+    ]
+
+
+def format_table(result: BenchResult) -> str:
+    """The terminal summary: one row per category (median tokens/s and speedup, pooled tau), then totals."""
+    columns = _columns(result)
+    rows = [_cells(result, label, numbers) for label, numbers in _rows(result)]
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))])
+
+    lines = [_headline(result), "", line(columns), "  ".join("-" * width for width in widths)]
+    lines += [line(row) for row in rows]
+    lines.append("")
+    lines.append("tok/s, speedup: medians over prompts; tau: generated tokens per target forward; PLD: prompt lookup.")
+    if result.settings.get("drafter_is_random"):
+        lines.append("The drafter is UNTRAINED (random weights): tau ~1 and speedup < 1 are expected (a floor).")
+    if result.draft_timing is not None:
+        timing = ", ".join(f"{name} {value:.3f}" for name, value in result.draft_timing.items())
+        lines.append(f"draft step timing (ms): {timing}")
+    if result.settings["lossless_check"]:
+        if result.divergences:
+            lines.append(f"LOSSLESS CHECK: {len(result.divergences)} greedy output(s) differ from plain decoding:")
+            lines += _divergence_lines(result)
+        else:
+            lines.append("Lossless check: every greedy output is token-identical to plain decoding.")
+    if result.followeval is not None:
+        followeval = result.followeval
+        lines.append(
+            f"FollowEval: pass rate plain {followeval['pass_rate_plain']:.1%}, drafter "
+            f"{followeval['pass_rate_drafter']:.1%}, verdict flips {followeval['verdict_flips']}"
+        )
+    return "\n".join(lines)
+
+
+def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    align = ["---"] + ["---:"] * (len(columns) - 1)
+    return [f"| {' | '.join(cells)} |" for cells in (columns, align, *rows)]
+
+
+def plot_speedup(result: BenchResult, path: Path) -> None:
+    """Bar chart of the median speedup per category (drafter and prompt lookup), with the break-even line at 1."""
+    categories = result.summary()["categories"]
+    names = list(categories)
+    modes = [mode for mode in (DRAFTER, PROMPT_LOOKUP) if mode in result.modes]
+    figure = Figure(figsize=(max(5.0, 1.1 * len(names) + 2.5), 3.8), layout="constrained")
+    axes = figure.add_subplot()
+    width = 0.8 / len(modes)
+    for offset, mode in enumerate(modes):
+        values = [
+            categories[name]["speedup_median"] if mode == DRAFTER else categories[name][mode]["speedup_median"]
+            for name in names
+        ]
+        positions = [index + (offset - (len(modes) - 1) / 2) * width for index in range(len(names))]
+        bars = axes.bar(positions, values, width=width, label=_MODE_LABELS[mode], color=_MODE_COLORS[mode])
+        axes.bar_label(bars, fmt="%.2fx", fontsize=8)
+    axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    axes.set_xticks(range(len(names)), names, rotation=20 if len(names) > 4 else 0)
+    axes.set_ylabel("speedup over plain generate (median)")
+    axes.set_title("Speedup per category")
+    axes.legend()
+    figure.savefig(path, dpi=120)
+
+
+def plot_tau_histogram(result: BenchResult, path: Path) -> None:
+    """Share of target forwards by tokens gained per forward (accepted draft tokens + the target's own token)."""
+    summary = result.summary()
+    histograms = {DRAFTER: summary["tau_histogram"]}
+    if PROMPT_LOOKUP in result.modes:
+        histograms[PROMPT_LOOKUP] = summary[PROMPT_LOOKUP]["tau_histogram"]
+    largest = max(max(histogram, default=1) for histogram in histograms.values())
+    figure = Figure(figsize=(6.0, 3.8), layout="constrained")
+    axes = figure.add_subplot()
+    width = 0.8 / len(histograms)
+    for offset, (mode, histogram) in enumerate(histograms.items()):
+        total = sum(histogram.values()) or 1
+        sizes = list(range(1, largest + 1))
+        shares = [histogram.get(size, 0) / total for size in sizes]
+        tau = summary["tau"] if mode == DRAFTER else summary[mode]["tau"]
+        positions = [size + (offset - (len(histograms) - 1) / 2) * width for size in sizes]
+        label = f"{_MODE_LABELS[mode]} (tau {tau:.2f})"
+        axes.bar(positions, shares, width=width, label=label, color=_MODE_COLORS[mode])
+    axes.set_xticks(range(1, largest + 1))
+    axes.set_xlabel("tokens gained per target forward")
+    axes.set_ylabel("share of target forwards")
+    axes.set_title(f"Acceptance per round (draft length {result.draft_length})")
+    axes.legend()
+    figure.savefig(path, dpi=120)
+
+
+def _json_block(data: dict[str, Any]) -> list[str]:
+    return [f"- **{key}**: `{value}`" for key, value in data.items()]
+
+
+def render_markdown(result: BenchResult) -> str:
+    """The Markdown report (expects the PNGs `SPEEDUP_PLOT` and `TAU_PLOT` next to it)."""
+    settings = result.settings
+    summary = result.summary()
+    lines = ["# coral-hf bench report", "", _headline(result) + ".", ""]
+    if settings.get("drafter_is_random"):
+        lines += [
+            "> **Untrained drafter.** This run uses a randomly initialised drafter (`--drafter random`), a floor for",
+            "> the overhead of drafting: it accepts almost nothing, so tau is about 1 and the speedup is below 1.",
+            "",
+        ]
+    lines += ["## Summary", ""]
+    lines += _markdown_table(_columns(result), [_cells(result, label, numbers) for label, numbers in _rows(result)])
+    lines += [
+        "",
+        "tokens/s and speedups are medians over prompts of per-prompt values (all turns of a prompt pooled); tau is",
+        "generated tokens per target forward, pooled over the group, counting the target's own token of each round.",
+        "All modes ran in the same process, interleaved per turn in rotating order, after warm-up.",
+        "",
+        f"![speedup per category]({SPEEDUP_PLOT})",
+        "",
+        f"![tokens per target forward]({TAU_PLOT})",
+        "",
+    ]
+    if result.draft_timing is not None:
+        lines += ["## Draft step latency", ""]
+        lines += [f"- **{name}**: {value:.3f} ms" for name, value in result.draft_timing.items()]
+        lines.append("")
+    lines += ["## Lossless check", ""]
+    if not settings["lossless_check"]:
+        lines += [f"Sampling run (temperature {settings['temperature']}): outputs are not compared.", ""]
+    else:
+        lines.append(f"Drafter: {summary['identical']}/{summary['compared']} greedy outputs token-identical to plain.")
+        if PROMPT_LOOKUP in result.modes:
+            lookup = summary[PROMPT_LOOKUP]
+            lines.append(f"Prompt lookup: {lookup['identical']}/{lookup['compared']} identical.")
+        lines.append("")
+        if result.divergences:
+            columns = ["mode", "prompt", "turn", "token", "plain", "other", "top-2 logit gap", "context"]
+            rows = [
+                [
+                    d.mode,
+                    d.prompt_id,
+                    str(d.turn),
+                    str(d.position),
+                    f"`{d.plain_piece!r}`",
+                    f"`{d.other_piece!r}`",
+                    f"{d.top2_logit_gap:.4g}",
+                    f"`{d.context!r}`",
+                ]
+                for d in result.divergences
+            ]
+            lines += _markdown_table(columns, rows)
+            lines.append("")
+    if result.followeval is not None:
+        followeval = result.followeval
+        lines += [
+            "## FollowEval",
+            "",
+            f"Pass rate plain {followeval['pass_rate_plain']:.1%}, drafter {followeval['pass_rate_drafter']:.1%}, "
+            f"verdict flips {followeval['verdict_flips']} (of {followeval['n']}).",
+            "",
+        ]
+    lines += ["## Per prompt", ""]
+    assisted = [mode for mode in (DRAFTER, PROMPT_LOOKUP) if mode in result.modes]
+    columns = ["prompt", "category", "turns", "tokens (plain)", "plain tok/s"]
+    columns += [f"{_MODE_LABELS[mode]} {name}" for mode in assisted for name in ("tok/s", "speedup", "tau")]
+    rows = []
+    for prompt in result.prompts:
+        row = [prompt.id, prompt.category, str(len(prompt.runs[PLAIN])), str(prompt.tokens(PLAIN))]
+        row.append(f"{prompt.tokens_per_s(PLAIN):.1f}")
+        for mode in assisted:
+            row += [f"{prompt.tokens_per_s(mode):.1f}", f"{prompt.speedup(mode):.2f}x", f"{prompt.tau(mode):.2f}"]
+        rows.append(row)
+    lines += _markdown_table(columns, rows)
+    lines += ["", "## Settings", "", *_json_block(settings), "", "## Machine", "", *_json_block(result.machine), ""]
+    return "\n".join(lines)
+
+
+def write_report(result: BenchResult, directory: str | Path) -> Path:
+    """Write `report.md` and its plots into `directory` (created if needed); returns the path of `report.md`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    plot_speedup(result, directory / SPEEDUP_PLOT)
+    plot_tau_histogram(result, directory / TAU_PLOT)
+    path = directory / "report.md"
+    path.write_text(render_markdown(result), encoding="utf-8")
+    return path
+
+
+__all__ = ["format_table", "plot_speedup", "plot_tau_histogram", "render_markdown", "write_report"]

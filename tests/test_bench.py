@@ -1,0 +1,210 @@
+"""`coral-hf bench`: the benchmark engine, its reports and the command, on a tiny target with an in-code tokenizer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from conftest import make_tiny_target, train_tiny_drafter
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from coral_hf.commands import bench as bench_command
+from coral_hf.eval.bench import DRAFTER, PLAIN, PROMPT_LOOKUP, _divergence, followeval_summary, run_bench
+from coral_hf.eval.prompts import load_prompts
+from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+QUESTIONS = [
+    {"question_id": 1, "category": "writing", "turns": ["Write a short poem about the sea.", "Now make it rhyme."]},
+    {"question_id": 2, "category": "writing", "turns": ["Describe a quiet morning."]},
+    {"question_id": 3, "category": "coding", "turns": ["Write a function that adds two numbers."]},
+]
+TURNS = sum(len(question["turns"]) for question in QUESTIONS)
+MAX_NEW_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A byte-level BPE tokenizer trained in code, with a ChatML chat template."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [turn for question in QUESTIONS for turn in question["turns"]] + ["user assistant system"]
+    backend.train_from_iterator(corpus * 5, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def pair(tokenizer):
+    """A tiny target over the tokenizer's vocabulary and a drafter fitted to it (accepts several tokens a round)."""
+    target = make_tiny_target("llama", seed=1, vocab_size=len(tokenizer))
+    return target, train_tiny_drafter(target, steps=200)
+
+
+@pytest.fixture
+def question_file(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(question) + "\n" for question in QUESTIONS), encoding="utf-8")
+    return path
+
+
+def _check_counts(numbers: dict, turns: int) -> None:
+    """tau >= 1 and the per-round histograms add up to the rounds and tokens they summarise."""
+    for mode_numbers in (numbers, numbers[PROMPT_LOOKUP]):
+        histogram = {int(size): count for size, count in mode_numbers["tau_histogram"].items()}
+        assert sum(histogram.values()) == mode_numbers["rounds"]
+        assert mode_numbers["tau"] >= 1.0
+        assert mode_numbers["identical"] == mode_numbers["compared"] == turns
+    tokens = sum(int(size) * count for size, count in numbers["tau_histogram"].items())
+    assert tokens == numbers["tokens"][DRAFTER]
+
+
+def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
+    target, drafter = pair
+    prompts = load_prompts(str(question_file))
+    result = run_bench(
+        target,
+        tokenizer,
+        drafter,
+        prompts,
+        max_new_tokens=MAX_NEW_TOKENS,
+        warmup=1,
+        prompt_lookup_tokens=4,
+        draft_step_repetitions=5,
+    )
+    summary = json.loads(json.dumps(result.summary()))  # JSON round trip: what --json writes
+
+    assert set(summary["tokens_per_s"]) == {PLAIN, DRAFTER, PROMPT_LOOKUP}
+    assert summary["speedup_median"] > 0 and summary["prompt_lookup"]["speedup_median"] > 0
+    assert summary["draft_length"] == drafter.generation_config.num_assistant_tokens
+    assert summary["tokens"] == {mode: TURNS * MAX_NEW_TOKENS for mode in (PLAIN, DRAFTER, PROMPT_LOOKUP)}
+    _check_counts(summary, TURNS)
+    assert summary["tau"] > 1.1  # the fitted drafter gets drafts accepted
+    assert summary["divergences"] == []
+    assert set(summary["categories"]) == {"writing", "coding"}
+    _check_counts(summary["categories"]["writing"], turns=3)
+    _check_counts(summary["categories"]["coding"], turns=1)
+    assert summary["settings"]["lossless_check"] and summary["settings"]["temperature"] == 0.0
+    assert summary["machine"]["torch_threads"] == torch.get_num_threads()
+    assert summary["settings"]["drafter_head"] == "full"
+    assert 0 < summary["lm_head_ms"] < summary["draft_step_ms"] and 0 < summary["layer_ms"] < summary["draft_step_ms"]
+    assert [row["turns"] for row in summary["per_prompt"]] == [2, 1, 1]
+
+    # Multi-turn: every mode answered both turns, and the second turn saw the same (plain) history in every mode.
+    multi_turn = result.prompts[0]
+    assert {mode: len(runs) for mode, runs in multi_turn.runs.items()} == {PLAIN: 2, DRAFTER: 2, PROMPT_LOOKUP: 2}
+    assert multi_turn.responses[DRAFTER] == multi_turn.responses[PLAIN]
+
+    table = format_table(result)
+    assert "writing" in table and "coding" in table and "all" in table
+    assert "token-identical" in table
+    report = write_report(result, tmp_path / "report")
+    assert (tmp_path / "report" / SPEEDUP_PLOT).stat().st_size > 0
+    assert (tmp_path / "report" / TAU_PLOT).stat().st_size > 0
+    text = report.read_text(encoding="utf-8")
+    assert SPEEDUP_PLOT in text and TAU_PLOT in text and "## Lossless check" in text
+
+
+def test_run_bench_sampling_skips_identity_check(pair, tokenizer, question_file):
+    target, drafter = pair
+    prompts = load_prompts(str(question_file), categories=["coding"])
+    result = run_bench(
+        target,
+        tokenizer,
+        drafter,
+        prompts,
+        max_new_tokens=8,
+        temperature=0.8,
+        warmup=0,
+        prompt_lookup_tokens=None,
+        draft_length=2,
+        draft_step_repetitions=0,
+    )
+    summary = result.summary()
+    assert result.modes == (PLAIN, DRAFTER)
+    assert PROMPT_LOOKUP not in summary and PROMPT_LOOKUP not in summary["tokens_per_s"]
+    assert summary["compared"] == 0 and not summary["settings"]["lossless_check"]
+    assert "draft_step_ms" not in summary
+    assert summary["draft_length"] == 2 and max(summary["tau_histogram"]) <= 3
+    assert 1.0 <= summary["tau"] <= 3.0
+    assert drafter.generation_config.num_assistant_tokens != 2  # the override is undone after the run
+    assert "temperature 0.8" in format_table(result)
+
+
+def test_divergence_reports_position_and_logit_gap(pair, tokenizer):
+    target, _ = pair
+    input_ids = torch.tensor([[5, 6, 7]])
+    plain = target.generate(input_ids, max_new_tokens=4, do_sample=False)[0, 3:].tolist()
+    other = [plain[0], (plain[1] + 1) % len(tokenizer), *plain[2:]]
+    found = _divergence(target, tokenizer, input_ids, plain, other, prompt_id="p", turn=0, mode=DRAFTER)
+    assert (found.position, found.plain_token, found.other_token) == (1, plain[1], other[1])
+    assert found.top2_logit_gap >= 0 and found.logit_gap > 0  # plain greedy picked the target's argmax
+    assert _divergence(target, tokenizer, input_ids, plain, plain, prompt_id="p", turn=0, mode=DRAFTER) is None
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="coral-hf")
+    bench_command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *argv])
+    return args.func(args)
+
+
+def test_cli_end_to_end(pair, tokenizer, question_file, tmp_path, capsys):
+    target, drafter = pair
+    target.save_pretrained(tmp_path / "target")
+    tokenizer.save_pretrained(tmp_path / "target")
+    drafter.save_pretrained(tmp_path / "drafter")
+    common = ["--target", str(tmp_path / "target"), "--prompts", str(question_file), "--max-new-tokens", "6"]
+    common += ["--warmup", "0", "--no-progress"]
+
+    argv = [*common, "--drafter", str(tmp_path / "drafter"), "--drafter-head", "full", "--prompt-lookup-tokens", "3"]
+    assert _run_cli([*argv, "--json", str(tmp_path / "out.json"), "--report", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "drafter tok/s" in out and "token-identical" in out
+    summary = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert summary["identical"] == summary["compared"] == TURNS
+    assert summary["settings"]["prompt_lookup_tokens"] == 3 and not summary["settings"]["drafter_is_random"]
+    assert (tmp_path / "report" / "report.md").is_file()
+
+    argv = [*common, "--drafter", "random", "--no-prompt-lookup", "--limit", "1", "--categories", "coding"]
+    assert _run_cli([*argv, "--draft-length", "3", "--json", str(tmp_path / "random.json")]) == 0
+    assert "UNTRAINED" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "random.json").read_text(encoding="utf-8"))
+    assert summary["settings"]["drafter_is_random"] and summary["draft_length"] == 3
+    assert summary["compared"] == 1 and list(summary["categories"]) == ["coding"]
+
+    assert _run_cli([*common, "--drafter", "random", "--drafter-head", "router"]) == 1
+    assert "grouped head" in capsys.readouterr().err
+
+
+def test_cli_without_drafter_for_target_explains(tokenizer, question_file, tmp_path, capsys):
+    target = make_tiny_target("llama", vocab_size=len(tokenizer))
+    target.save_pretrained(tmp_path / "target")
+    tokenizer.save_pretrained(tmp_path / "target")
+    assert _run_cli(["--target", str(tmp_path / "target"), "--prompts", str(question_file)]) == 1
+    assert "--drafter random" in capsys.readouterr().err
+
+
+def test_followeval_summary_compares_plain_and_drafter_verdicts(pair, tokenizer):
+    target, drafter = pair
+    prompts = load_prompts("followeval", limit=1)
+    result = run_bench(target, tokenizer, drafter, prompts, max_new_tokens=6, warmup=0, draft_step_repetitions=0)
+    result.followeval = followeval_summary(result)
+    summary = result.summary()
+    assert summary["followeval"]["n"] == len(prompts)
+    assert summary["followeval"]["verdict_flips"] == 0  # greedy + lossless: the same text, the same verdicts
+    assert "FollowEval" in format_table(result)
