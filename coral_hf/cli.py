@@ -10,6 +10,8 @@ import sys
 # so `coral-hf --help` stays fast and a sub-command's heavy imports load only when it runs.
 COMMAND_MODULES = (
     "coral_hf.commands.demo",
+    "coral_hf.commands.train",
+    "coral_hf.commands.bench",
     "coral_hf.commands.hub",
 )
 

@@ -52,7 +52,7 @@ def tokenizer():
 def pair(tokenizer):
     """A tiny target over the tokenizer's vocabulary and a drafter fitted to it (accepts several tokens a round)."""
     target = make_tiny_target("llama", seed=1, vocab_size=len(tokenizer))
-    return target, train_tiny_drafter(target, steps=200)
+    return target, train_tiny_drafter(target, steps=60)
 
 
 @pytest.fixture

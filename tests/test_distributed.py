@@ -1,4 +1,4 @@
-"""Distributed data-parallel training: two CPU processes (gloo) launched with torchrun, the way accelerate runs them."""
+"""Distributed data-parallel training: two CPU processes (gloo) launched with torchrun, as accelerate runs them."""
 
 from __future__ import annotations
 
@@ -85,5 +85,6 @@ def test_two_process_training_syncs_gradients_and_saves_a_loadable_drafter(tmp_p
     assert drafter.config.training_recipe["processes"] == 2
     assert drafter.config.training_recipe["batch_size"] == 8
     for name, tensor in drafter.state_dict().items():
-        assert abs(tensor.double().sum().item() - reports[0]["weights"][name]) <= 1e-6 * max(1.0, abs(tensor.sum())), name
+        value = tensor.double().sum().item()
+        assert abs(value - reports[0]["weights"][name]) <= 1e-6 * max(1.0, abs(value)), name
     assert torch.isfinite(torch.cat([p.flatten() for p in drafter.parameters()])).all()

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import make_tiny_target
-from test_training import new_drafter, tiny_args, tiny_setup
+from test_training import new_drafter, single_thread, tiny_args, tiny_setup  # noqa: F401 (autouse fixture)
 
 import coral_hf.training.features as features_module
 from coral_hf.training import (

@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             return _fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.temperature < 0:
+        return _fail(f"--temperature must be >= 0, got {args.temperature}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:

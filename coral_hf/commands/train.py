@@ -76,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="Weight of HASS's top-K distillation loss (default: 0, off).")
     model.add_argument("--feature-noise", type=float, default=0.0, metavar="A",
                        help="Uniform U(-A, A) noise on the real input features (default: 0).")
+    model.add_argument("--logit-positions", type=int, default=None, metavar="N",
+                       help="At most N loss positions per batch get the vocabulary-sized losses (soft CE, top-K); "
+                            "the feature loss uses all. Cuts the LM-head cost of CPU training (default: all).")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--learning-rate", type=float, default=1e-4, metavar="LR", help="Peak learning rate "
@@ -159,6 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         bf16=args.bf16,
         use_cpu=args.cpu,
+        dataloader_pin_memory=torch.cuda.is_available() and not args.cpu,
         logging_steps=args.logging_steps,
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
@@ -173,6 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
         csra_warmup_ratio=args.csra_warmup_ratio,
         topk_weight=args.topk_weight,
         feature_noise=args.feature_noise,
+        logit_positions=args.logit_positions,
         feature_cache_dir=str(args.feature_cache) if args.feature_cache else None,
         max_length=args.max_length,
         dataset_name=SHAREGPT_HUB_ID if args.data == "sharegpt" else Path(args.data).name,

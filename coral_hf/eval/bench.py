@@ -40,11 +40,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
 from ..lm_head import time_draft_step
+from ..modeling_coral import CoralDrafter
 from .prompts import PromptItem
 
 PLAIN, DRAFTER, PROMPT_LOOKUP = "plain", "drafter", "prompt_lookup"
 MODES = (PLAIN, DRAFTER, PROMPT_LOOKUP)
 ASSISTED_MODES = (DRAFTER, PROMPT_LOOKUP)
+PROMPT_LOOKUP_NGRAM = 2  # transformers' default `max_matching_ngram_size`
 
 
 class RoundRecorder(BaseStreamer):
@@ -279,7 +281,7 @@ class _Runner:
     def __init__(
         self,
         target: PreTrainedModel,
-        drafter: PreTrainedModel,
+        drafter: CoralDrafter,
         *,
         max_new_tokens: int,
         temperature: float,
@@ -304,6 +306,7 @@ class _Runner:
         if prompt_lookup_tokens is not None:
             self.configs[PROMPT_LOOKUP] = copy.deepcopy(config)
             self.configs[PROMPT_LOOKUP].prompt_lookup_num_tokens = prompt_lookup_tokens
+            self.configs[PROMPT_LOOKUP].max_matching_ngram_size = PROMPT_LOOKUP_NGRAM
 
     def __call__(self, mode: str, input_ids: torch.Tensor, seed: int) -> TurnRun:
         kwargs: dict[str, Any] = {}
@@ -390,7 +393,7 @@ def _divergence(
 def run_bench(
     target: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    drafter: PreTrainedModel,
+    drafter: CoralDrafter,
     prompts: Sequence[PromptItem],
     *,
     max_new_tokens: int = 128,
@@ -427,6 +430,8 @@ def run_bench(
     """
     if not prompts:
         raise ValueError("No prompts to benchmark.")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     modes = MODES if prompt_lookup_tokens is not None else (PLAIN, DRAFTER)
     device = target.device
     lossless_check = temperature <= 0
@@ -453,7 +458,7 @@ def run_bench(
         "drafter_head": drafter.head_mode,
         "confidence_threshold": float(drafter_config.assistant_confidence_threshold or 0.0),
         "prompt_lookup_tokens": prompt_lookup_tokens,
-        "prompt_lookup_max_ngram": 2 if prompt_lookup_tokens is not None else None,
+        "prompt_lookup_max_ngram": PROMPT_LOOKUP_NGRAM if prompt_lookup_tokens is not None else None,
         "modes": list(modes),
         "order": "interleaved per turn, rotating",
         "dtype": str(target.dtype).removeprefix("torch."),

@@ -132,7 +132,10 @@ class AcceptanceEvalCallback(TrainerCallback):
         if self.max_samples is not None and len(dataset) > self.max_samples:
             dataset = Subset(dataset, range(self.max_samples))
         depth = self.depth or drafter.config.draft_length
-        config = replace(trainer.loss_config, unroll_steps=depth, csra_weight=0.0, topk_weight=0.0, feature_noise=0.0)
+        config = replace(
+            trainer.loss_config, unroll_steps=depth, csra_weight=0.0, topk_weight=0.0, feature_noise=0.0,
+            logit_positions=None,  # every position counts in the accuracies
+        )
         # Per depth: sum of accuracy x positions; last entry: positions.
         totals = torch.zeros(depth + 1, dtype=torch.float64, device=trainer.args.device)
         was_training = drafter.training

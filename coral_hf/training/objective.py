@@ -27,6 +27,9 @@ class CoralLossConfig:
         csra_stop_grad: detach the positive/key side of each CSRA pair.
         csra_max_positions: subsample at most this many positions for CSRA's N x N similarities (None: all).
         feature_noise: amplitude of uniform noise added to the real input features (EAGLE uses 0.2 at GPU scale).
+        logit_positions: at most this many loss positions per batch (the same random ones for every step) get the
+            vocabulary-sized terms (soft CE, top-K, accuracy); the feature loss always uses all positions. The LM
+            head dominates training cost on CPU; None uses every position.
     """
 
     unroll_steps: int = 3
@@ -40,6 +43,7 @@ class CoralLossConfig:
     csra_stop_grad: bool = False
     csra_max_positions: int | None = 512
     feature_noise: float = 0.0
+    logit_positions: int | None = None
 
 
 def coral_loss(
@@ -78,26 +82,34 @@ def coral_loss(
     if attention_mask is not None:
         label_mask &= attention_mask[:, 2:].bool()
     target_features = features[:, 1:-1][label_mask].to(step_outputs[0].dtype)
+    num_positions = target_features.shape[0]
+    logit_subset = None
+    if config.logit_positions is not None and num_positions > config.logit_positions:
+        device = generator.device if generator is not None else target_features.device
+        logit_subset = torch.randperm(num_positions, generator=generator, device=device)[: config.logit_positions]
+        logit_subset = logit_subset.to(target_features.device)
     with torch.no_grad():
-        teacher_logits = drafter.compute_logits(target_features)
+        logit_features = target_features if logit_subset is None else target_features[logit_subset]
+        teacher_logits = drafter.compute_logits(logit_features)
         teacher_probs = teacher_logits.softmax(dim=-1)
         teacher_top1 = teacher_logits.argmax(dim=-1)
-    everywhere = torch.ones(target_features.shape[0], device=target_features.device)
+    everywhere = torch.ones(num_positions, device=target_features.device)
+    logit_weights = everywhere if logit_subset is None else everywhere[logit_subset]
 
     total = torch.zeros((), device=target_features.device)
-    metrics: dict[str, float] = {"positions": float(target_features.shape[0])}
+    metrics: dict[str, float] = {"positions": float(num_positions)}
     feature_sum = ce_sum = 0.0
     masked_outputs = []
     for step, output in enumerate(step_outputs, start=1):
         predicted = output[:, :-1][label_mask]
         masked_outputs.append(predicted)
-        logits = drafter.compute_logits(predicted)
+        logits = drafter.compute_logits(predicted if logit_subset is None else predicted[logit_subset])
         feature_loss = feature_regression_loss(predicted, target_features, everywhere)
-        ce_loss = soft_cross_entropy(logits, teacher_probs, everywhere)
+        ce_loss = soft_cross_entropy(logits, teacher_probs, logit_weights)
         step_loss = config.feature_weight * feature_loss + config.ce_weight * ce_loss
         if config.topk_weight > 0:
             step_loss = step_loss + config.topk_weight * topk_distillation_loss(
-                logits, teacher_logits, everywhere, k=config.topk
+                logits, teacher_logits, logit_weights, k=config.topk
             )
         total = total + step_loss
         feature_sum += feature_loss.item()

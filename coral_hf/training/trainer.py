@@ -81,6 +81,11 @@ class CoralTrainingArguments(TrainingArguments):
         metadata={"help": "Amplitude a of U(-a, a) noise added to the real input features during training (EAGLE "
                   "uses 0.2 at GPU scale)."},
     )
+    logit_positions: int | None = field(
+        default=None,
+        metadata={"help": "At most this many loss positions per batch get the vocabulary-sized terms (soft CE, "
+                  "top-K, accuracy); the feature loss uses all. Bounds the LM-head cost on CPU (None: all)."},
+    )
 
     # ----- Schedule (UnrollScheduleCallback) -----
     unroll_warmup_ratio: float = field(
@@ -147,7 +152,7 @@ class CoralTrainingArguments(TrainingArguments):
     per_device_train_batch_size: int = field(default=2, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=2, metadata={"help": "Evaluation batch size per device."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X optimizer steps."})
-    include_num_input_tokens_seen: str | bool = field(
+    include_num_input_tokens_seen: str = field(
         default="non_padding",
         metadata={"help": "Count tokens seen (non-padding), for train_tokens_per_second and the recipe."},
     )
@@ -205,7 +210,7 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
     - logs the objective's parts (`loss_step_{s}`, `acc_step_{s}`, `feature_loss`, `ce_loss`, `csra`) and the
       scheduled `unroll_steps` / `csra_weight`, averaged over each logging window, next to `loss`;
     - evaluates `eval_loss` with the final (un-ramped) objective, and per-depth acceptance with
-      [`AcceptanceEvalCallback`] (added automatically when there is an `eval_dataset`);
+      [`AcceptanceEvalCallback`] (added automatically when `eval_dataset` is a single dataset);
     - clips gradients by value (`max_grad_value`);
     - builds and uses a feature cache when `feature_cache_dir` is set;
     - records the training recipe in `drafter.config.training_recipe` at the end of `train()`, and pushes the
@@ -253,11 +258,11 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
             if processing_class is None:
                 raise ValueError("Pass `processing_class` (the target's tokenizer) or a `data_collator`.")
             data_collator = CoralFeatureCollator(processing_class)
-        # The tokenizer belongs to the target: it only feeds the collator. Handing it to `Trainer` would save it into
-        # the drafter's checkpoints and realign the drafter's config to its special tokens.
         target_model = unwrap_target(model.target)
         target_model.requires_grad_(False)
         target_model.eval()
+        # The tokenizer belongs to the target: it only feeds the collator. Handing it to `Trainer` would save it into
+        # the drafter's checkpoints and realign the drafter's config to its special tokens.
         super().__init__(
             model=model,
             args=args,
@@ -274,7 +279,9 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
         self.add_callback(UnrollScheduleCallback(self.loss_config, args.unroll_warmup_ratio, args.csra_warmup_ratio))
         if args.feature_cache_dir is not None:
             self._use_feature_cache(Path(args.feature_cache_dir))
-        if self.eval_dataset is not None and args.acceptance_eval_depth != 0:
+        # With several named eval sets, add `AcceptanceEvalCallback`s by hand (one per set that matters).
+        single_eval_set = self.eval_dataset is not None and not isinstance(self.eval_dataset, dict)
+        if single_eval_set and args.acceptance_eval_depth != 0:
             self.add_callback(
                 AcceptanceEvalCallback(
                     self,
