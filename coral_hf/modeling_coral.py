@@ -469,7 +469,12 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
 
     @property
     def last_generation_stats(self) -> dict[str, int] | None:
-        """Draft rounds and drafted tokens of the latest generation (rounds = target forwards)."""
+        """Draft rounds and drafted tokens of the latest generation.
+
+        A round is one drafter call, followed by one target forward. When a single token of budget is left,
+        transformers runs a last target forward without drafting, which this count does not see; count target
+        forwards with a streamer (`coral_hf.eval.bench.RoundRecorder`) when that matters.
+        """
         generator = self.__dict__["_candidate_generator"]
         return None if generator is None else generator.stats()
 

@@ -10,8 +10,8 @@ Coverage, on ShareGPT conversations tokenised with the target's chat template (a
   * oracle: the k groups of most target mass (an upper bound for any router),
   * prior: the untrained router (the k groups of most *training* mass: a static choice),
   * trained: a router trained on the target's features of training conversations (the router stage, with the
-    target's true next feature standing in for a perfect drafter's prediction), hard labels, and soft labels for
-    G = 64;
+    target's true next feature standing in for a perfect drafter's prediction), with soft labels (target mass per
+    group), and with hard labels (group of the target's top-1) for G = 64;
 - the static shortlist with the same number of rows as k groups (FR-Spec / EAGLE-3 baseline).
 Coverage is `top1` (target argmax inside the active tokens: the greedy acceptance bound) and `mass` (target
 probability inside them: the sampling acceptance bound).
@@ -36,14 +36,20 @@ import torch
 
 import coral_hf
 from coral_hf import CoralDrafter
-from coral_hf.lm_head import compare_draft_steps, frequency_shortlist, token_frequencies
+from coral_hf.lm_head import (
+    GroupedLMHead,
+    compare_draft_steps,
+    frequency_shortlist,
+    shortlist_coverage,
+    token_frequencies,
+)
 from coral_hf.training import build_training_dataset, load_conversations, split_conversations
 from coral_hf.training.router import freeze_for_router_stage, router_loss
 
 STRATEGIES = ("contiguous", "frequency", "cluster")
-# (G, k) pairs: a routed step multiplies k / G of the LM head (1/8 and 1/16 here).
-GROUPINGS = ((32, 4), (64, 8), (128, 16), (64, 4), (128, 8), (256, 16))
-SOFT_LABEL_GROUPS = (64,)
+# (G, k) pairs: a routed step multiplies k / G of the LM head (1/8, then 1/16).
+GROUPINGS = ((32, 4), (64, 8), (128, 16), (256, 32), (32, 2), (64, 4), (128, 8), (256, 16))
+HARD_LABEL_GROUPS = (64,)  # routers are trained with soft labels; hard labels too for these G, for comparison
 
 
 def log(message: str) -> None:
@@ -57,8 +63,11 @@ def measure_timing(target: torch.nn.Module, args: argparse.Namespace) -> dict[st
     vocab_size = target.config.vocab_size
     drafters = {
         num_groups: CoralDrafter.from_target(target, head_mode="router", num_groups=num_groups, active_groups=k)
-        for num_groups, k in {(32, 4), (64, 8), (128, 16), (256, 16)}
+        for num_groups, k in ((32, 4), (64, 8), (128, 16), (256, 16))
     }
+    with torch.no_grad():  # an untrained router scores every feature alike; a random one varies its groups per step
+        for drafter in drafters.values():
+            drafter.grouped_head.router.w2.weight.normal_(std=0.02, generator=torch.Generator().manual_seed(0))
     variants: dict[str, tuple[CoralDrafter, dict[str, Any]]] = {"full": (drafters[64], {"mode": "full"})}
     for num_groups, k in GROUPINGS:
         variants[f"router G={num_groups} k={k}"] = (drafters[num_groups], {"mode": "router", "active_groups": k})
@@ -96,30 +105,33 @@ def measure_timing(target: torch.nn.Module, args: argparse.Namespace) -> dict[st
 
 
 @torch.no_grad()
-def extract(target, dataset, group_tables: dict[tuple[str, int], torch.Tensor], shortlists: dict[int, torch.Tensor]):
-    """Per assistant position: target feature, top-1 token, mass per group of every grouping, shortlist coverage."""
-    features, top1, masses, shortlist_hits = [], [], {key: [] for key in group_tables}, {n: [] for n in shortlists}
+def extract(target, dataset, heads: dict[tuple[str, int], GroupedLMHead], shortlists: dict[int, torch.Tensor]):
+    """Per assistant position: target feature, top-1 token and mass per group of every grouping; shortlist coverage.
+
+    The feature at position p is the target's prediction of token p + 1: positions where that token is an
+    assistant token count.
+    """
+    features, top1, masses = [], [], {key: [] for key in heads}
+    shortlist_sums = {size: {"top1": 0.0, "mass": 0.0} for size in shortlists}
     for index, example in enumerate(dataset):
-        ids = torch.tensor(example["input_ids"])[None]
-        positions = torch.tensor(example["loss_mask"][1:]).bool()  # feature p predicts token p + 1
-        hidden = target.model(ids).last_hidden_state[0, :-1][positions]
+        positions = torch.tensor(example["loss_mask"][1:]).bool()
+        hidden = target.model(torch.tensor(example["input_ids"])[None]).last_hidden_state[0, :-1][positions]
         probs = target.lm_head(hidden).float().softmax(-1)
         features.append(hidden)
         top1.append(probs.argmax(-1))
-        for key, groups in group_tables.items():
-            index_ = groups.expand(probs.shape)
-            masses[key].append(probs.new_zeros(probs.shape[0], key[1]).scatter_add_(-1, index_, probs))
+        for key, head in heads.items():
+            masses[key].append(head.group_mass(probs))
         for size, shortlist in shortlists.items():
-            inside = torch.zeros(probs.shape[-1], dtype=torch.bool)
-            inside[shortlist] = True
-            shortlist_hits[size].append(torch.stack([inside[top1[-1]].float(), probs[:, shortlist].sum(-1)], -1))
+            for name, value in shortlist_coverage(probs, shortlist).items():
+                shortlist_sums[size][name] += value * probs.shape[0]
         if (index + 1) % 10 == 0:
             log(f"  {index + 1}/{len(dataset)} conversations")
+    num_positions = sum(len(value) for value in top1)
     return (
         torch.cat(features),
         torch.cat(top1),
         {key: torch.cat(value) for key, value in masses.items()},
-        {size: torch.cat(value).mean(0) for size, value in shortlist_hits.items()},
+        {size: {name: total / num_positions for name, total in sums.items()} for size, sums in shortlist_sums.items()},
     )
 
 
@@ -131,7 +143,7 @@ def _covered(scores: torch.Tensor, group_mass: torch.Tensor, labels: torch.Tenso
     }
 
 
-def train_router(drafter, features, top1, group_mass, soft: bool, args) -> None:
+def train_router(drafter, features, top1, group_mass, args) -> None:
     """The router stage on cached target features (the target's next feature stands in for the drafter's)."""
     parameters = freeze_for_router_stage(drafter)
     optimizer = torch.optim.AdamW(parameters, lr=args.router_lr, betas=(0.9, 0.95))
@@ -144,7 +156,7 @@ def train_router(drafter, features, top1, group_mass, soft: bool, args) -> None:
             features[batch],
             top1[batch],
             torch.ones(args.router_batch),
-            target_group_mass=group_mass[batch] if soft else None,
+            target_group_mass=None if group_mass is None else group_mass[batch],
         )
         optimizer.zero_grad()
         loss.backward()
@@ -166,47 +178,43 @@ def measure_coverage(target, tokenizer, args: argparse.Namespace) -> dict[str, A
             drafters[strategy, num_groups] = CoralDrafter.from_target(
                 target, num_groups=num_groups, group_strategy=strategy, token_counts=counts
             )
-    group_tables = {key: drafter.grouped_head.group_of_token() for key, drafter in drafters.items()}
+    heads = {key: drafter.grouped_head for key, drafter in drafters.items()}
     shortlist_sizes = sorted({vocab_size * k // g for g, k in GROUPINGS})
     shortlists = {size: frequency_shortlist(counts, size) for size in shortlist_sizes}
 
     log(f"target features: {args.router_train_conversations} training conversations")
     router_set = train_set.select(range(min(args.router_train_conversations, len(train_set))))
-    train_features, train_top1, train_mass, _ = extract(target, router_set, group_tables, shortlists)
+    train_features, train_top1, train_mass, _ = extract(target, router_set, heads, shortlists)
     heldout_set = build_training_dataset(tokenizer, heldout[: args.eval_conversations], max_length=args.max_length)
     log(f"target features: {len(heldout_set)} held-out conversations")
-    eval_features, eval_top1, eval_mass, shortlist_result = extract(target, heldout_set, group_tables, shortlists)
+    eval_features, eval_top1, eval_mass, shortlist_result = extract(target, heldout_set, heads, shortlists)
 
     rows = []
     for (strategy, num_groups), drafter in drafters.items():
-        groups = group_tables[strategy, num_groups]
-        eval_labels = groups[eval_top1]
+        router = drafter.grouped_head.router
+        initial = {name: value.clone() for name, value in router.state_dict().items()}
         with torch.no_grad():
-            prior_scores = drafter.grouped_head.router(eval_features)
-        trained_scores = {}
-        for soft in (False, True) if num_groups in SOFT_LABEL_GROUPS else (False,):
-            log(f"router stage: {strategy} G={num_groups} {'soft' if soft else 'hard'} labels")
-            router_drafter = CoralDrafter.from_target(
-                target, num_groups=num_groups, group_strategy=strategy, token_counts=counts
-            )
-            train_router(router_drafter, train_features, train_top1, train_mass[strategy, num_groups], soft, args)
+            scores = {"prior": router(eval_features)}
+        for label in ("soft", "hard") if num_groups in HARD_LABEL_GROUPS else ("soft",):
+            log(f"router stage: {strategy} G={num_groups}, {label} labels")
+            router.load_state_dict(initial)
+            group_mass = train_mass[strategy, num_groups] if label == "soft" else None
+            train_router(drafter, train_features, train_top1, group_mass, args)
             with torch.no_grad():
-                trained_scores[soft] = router_drafter.grouped_head.router(eval_features)
-        for k in sorted(k for g, k in GROUPINGS if g == num_groups):
-            mass = eval_mass[strategy, num_groups]
+                scores[f"trained_{label}"] = router(eval_features)
+        labels = drafter.grouped_head.group_of_token()[eval_top1]
+        mass = eval_mass[strategy, num_groups]
+        for k in [k for g, k in GROUPINGS if g == num_groups]:
             row = {"strategy": strategy, "G": num_groups, "k": k, "shortlist_size": vocab_size * k // num_groups}
-            row["oracle"] = _covered(mass, mass, eval_labels, k)
-            row["prior"] = _covered(prior_scores, mass, eval_labels, k)
-            row["trained_hard"] = _covered(trained_scores[False], mass, eval_labels, k)
-            if True in trained_scores:
-                row["trained_soft"] = _covered(trained_scores[True], mass, eval_labels, k)
+            row["oracle"] = _covered(mass, mass, labels, k)
+            row.update({name: _covered(value, mass, labels, k) for name, value in scores.items()})
             rows.append(row)
     return {
         "train_conversations_counted": len(train_set),
         "router_train_positions": int(train_features.shape[0]),
         "eval_positions": int(eval_features.shape[0]),
         "rows": rows,
-        "shortlist": {str(size): {"top1": v[0].item(), "mass": v[1].item()} for size, v in shortlist_result.items()},
+        "shortlist": {str(size): result for size, result in shortlist_result.items()},
     }
 
 
@@ -243,14 +251,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"on {coverage['router_train_positions']} positions)",
             "",
             "top-1 / mass coverage in %: oracle (best k groups by target mass), prior (untrained router: the k groups "
-            "of most training-token mass), trained (router stage, hard labels; soft labels where given), and the "
+            "of most training-token mass), trained (router stage, soft labels; hard labels where given), and the "
             "frequency shortlist with the same number of rows.",
             "",
-            "| strategy | G | k | oracle | prior | trained (hard) | trained (soft) | shortlist (same rows) |",
+            "| strategy | G | k | oracle | prior | trained (soft) | trained (hard) | shortlist (same rows) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in coverage["rows"]:
-            cells = [row["oracle"], row["prior"], row["trained_hard"], row.get("trained_soft")]
+            cells = [row["oracle"], row["prior"], row["trained_soft"], row.get("trained_hard")]
             shortlist = coverage["shortlist"][str(row["shortlist_size"])]
             text = [f"{_pct(c['top1'])} / {_pct(c['mass'])}" if c else "-" for c in cells + [shortlist]]
             lines.append(f"| {row['strategy']} | {row['G']} | {row['k']} | " + " | ".join(text) + " |")
@@ -267,12 +275,12 @@ def main() -> None:
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-coverage", action="store_true")
     parser.add_argument("--count-conversations", type=int, default=3000, help="ShareGPT records to load and count")
-    parser.add_argument("--router-train-conversations", type=int, default=60)
+    parser.add_argument("--router-train-conversations", type=int, default=150)
     parser.add_argument("--eval-conversations", type=int, default=40)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--router-steps", type=int, default=400)
+    parser.add_argument("--router-steps", type=int, default=600)
     parser.add_argument("--router-batch", type=int, default=512)
-    parser.add_argument("--router-lr", type=float, default=3e-3)
+    parser.add_argument("--router-lr", type=float, default=1e-3)
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/draft_step"))
     args = parser.parse_args()
 

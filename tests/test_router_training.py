@@ -7,7 +7,7 @@ import torch
 from conftest import make_tiny_target, train_tiny_drafter
 
 from coral_hf import CoralDrafter
-from coral_hf.training.router import freeze_for_router_stage, router_loss
+from coral_hf.training.router import freeze_for_router_stage, router_loss, router_stage_loss
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,32 @@ def test_trained_router_drafts_losslessly_and_gets_drafts_accepted(setup):
             rounds += drafter.last_generation_stats["rounds"]
         tau[mode] = tokens / rounds
     assert tau["router"] > 1.3 and tau["router"] > 0.8 * tau["full"], tau
+
+
+def test_router_stage_loss_trains_on_unrolled_predictions(setup):
+    """The batch-level loss (same inputs as `coral_loss`) trains the router on every unrolled depth."""
+    target, trained = setup
+    drafter = _router_drafter(target, trained, group_strategy="cluster")
+    train, heldout = _greedy_data(target, seed=10), _greedy_data(target, seed=11)
+    loss_mask = torch.ones_like(train["input_ids"])
+    loss_mask[:, :6] = 0  # the prompt (4 tokens) and the first generated token are not labels
+
+    def batch_loss(data):
+        return router_stage_loss(
+            drafter, data["input_ids"], data["features"], loss_mask, torch.ones_like(loss_mask), unroll_steps=2
+        )
+
+    with torch.no_grad():
+        untrained = batch_loss(heldout)[1]["router_coverage"]
+    optimizer = torch.optim.AdamW(freeze_for_router_stage(drafter), lr=1e-2)
+    for _ in range(80):
+        loss, metrics = batch_loss(train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert metrics["positions"] == loss_mask[:, 2:].sum().item()
+    with torch.no_grad():
+        assert batch_loss(heldout)[1]["router_coverage"] > untrained + 0.15
 
 
 def test_router_loss_edge_cases(setup):

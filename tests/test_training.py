@@ -317,3 +317,28 @@ def test_cli_help_and_defaults_match_the_training_arguments():
                  "csra_warmup_ratio", "topk_weight", "feature_noise", "learning_rate"):
         assert getattr(cli, name) == getattr(defaults, name), name
     assert cli.batch_size == defaults.per_device_train_batch_size
+
+
+def test_cli_router_stage_trains_only_the_router_and_keeps_the_drafter(saved_tiny_target, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from coral_hf.commands.train import main
+
+    target_dir, data = saved_tiny_target
+    common = ["train", "--target", str(target_dir), "--data", str(data), "--max-length", "64", "--batch-size", "8",
+              "--learning-rate", "3e-3", "--heldout-fraction", "0.1", "--unroll-steps", "2", "--max-steps", "3"]
+    drafter_dir, router_dir = tmp_path / "drafter", tmp_path / "router"
+    assert main([*common, "--output-dir", str(drafter_dir)]) == 0
+    assert main([*common, "--output-dir", str(router_dir), "--stage", "router"]) == 1  # needs --init-from
+    assert main([*common, "--output-dir", str(router_dir), "--stage", "router", "--init-from", str(drafter_dir),
+                 "--num-groups", "8", "--active-groups", "2", "--group-strategy", "frequency"]) == 0
+
+    target = AutoModelForCausalLM.from_pretrained(target_dir)
+    before = load_drafter(str(drafter_dir), target=target)
+    after = load_drafter(str(router_dir), target=target)
+    assert after.head_mode == "router" and (after.config.num_groups, after.config.active_groups) == (8, 2)
+    for name, parameter in before.named_parameters():  # the drafter itself is frozen in the router stage
+        torch.testing.assert_close(after.get_parameter(name), parameter)
+    recipe = after.config.training_recipe
+    assert recipe["steps"] == 3 and recipe["router_stage"]["stage"] == "router"
+    assert recipe["router_stage"]["num_groups"] == 8

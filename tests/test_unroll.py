@@ -79,3 +79,20 @@ def test_coral_loss_backpropagates_into_drafter_only_and_reports_metrics():
     assert {"acc_step_1", "acc_step_3", "loss_step_2", "csra", "feature_loss", "ce_loss"} <= metrics.keys()
     assert all(p.grad is not None for p in drafter.parameters() if p.requires_grad)
     assert all(p.grad is None for p in target.parameters())
+
+
+def test_logit_positions_bounds_vocabulary_terms_but_keeps_every_feature_position():
+    target = make_tiny_target("llama")
+    drafter = CoralDrafter.from_target(target)
+    ids = torch.randint(1, target.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    loss_mask = torch.ones_like(ids)
+    with torch.no_grad():
+        features = target.model(ids).last_hidden_state
+    full, full_metrics = coral_loss(drafter, ids, features, loss_mask, None, CoralLossConfig(unroll_steps=2))
+    subset_config = CoralLossConfig(unroll_steps=2, logit_positions=5)
+    subset, metrics = coral_loss(drafter, ids, features, loss_mask, None, subset_config, torch.Generator())
+    subset.backward()
+    assert metrics["positions"] == full_metrics["positions"] == 28
+    assert metrics["feature_loss"] == pytest.approx(full_metrics["feature_loss"])  # all positions, both runs
+    assert metrics["ce_loss"] != pytest.approx(full_metrics["ce_loss"])  # 5 of 28 positions
+    assert drafter.fc.weight.grad is not None

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from coral_hf import CoralDrafter, load_drafter, load_target
+    from coral_hf.eval.bench import RoundRecorder
     from coral_hf.loading import shipped_drafter_path
 
     target, tokenizer = load_target(args.target)
@@ -69,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         plain, plain_s = timed(inputs)
-        assisted, assisted_s = timed(inputs, assistant_model=drafter)
+        rounds = RoundRecorder()
+        assisted, assisted_s = timed(inputs, assistant_model=drafter, streamer=rounds)
         new_tokens = assisted.shape[1] - inputs["input_ids"].shape[1]
         identical = torch.equal(plain, assisted)
         all_identical &= identical
-        tau = new_tokens / drafter.last_generation_stats["rounds"]
+        tau = new_tokens / len(rounds.round_sizes)  # target forwards, counted as transformers streams them
         speedups.append(plain_s / assisted_s)
         taus.append(tau)
         print(f"\n>>> {prompt}")

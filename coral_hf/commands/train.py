@@ -80,6 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="At most N loss positions per batch get the vocabulary-sized losses (soft CE, top-K); "
                             "the feature loss uses all. Cuts the LM-head cost of CPU training (default: all).")
 
+    head = parser.add_argument_group("lighter drafter (router stage)")
+    head.add_argument("--stage", choices=("drafter", "router"), default="drafter",
+                      help="'drafter': train the drafter with the CORAL objective (default). 'router': freeze the "
+                           "drafter given by --init-from, build its grouped LM head and train only the router.")
+    head.add_argument("--init-from", type=Path, default=None, metavar="DIR",
+                      help="Start from this trained drafter (required by --stage router).")
+    head.add_argument("--num-groups", type=int, default=256, metavar="G",
+                      help="Router stage: vocabulary groups of the grouped LM head (default: 256).")
+    head.add_argument("--active-groups", type=int, default=16, metavar="K",
+                      help="Router stage: groups activated per draft step (default: 16, i.e. 1/16 of the head).")
+    head.add_argument("--group-strategy", choices=("contiguous", "frequency", "cluster"), default="cluster",
+                      help="Router stage: how the vocabulary is permuted into groups (default: cluster).")
+
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--learning-rate", type=float, default=1e-4, metavar="LR", help="Peak learning rate "
                        "(default: 1e-4; AdamW betas (0.9, 0.95), 1%% warm-up, linear decay, grad clip by value 0.5).")
@@ -138,6 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
     from transformers import set_seed
 
     from ..hub import write_model_card
+    from ..lm_head import token_frequencies
     from ..modeling_coral import CoralDrafter
     from ..targets import load_target
     from ..training.data import build_training_dataset, load_conversations, split_conversations
@@ -181,7 +195,10 @@ def run_train(args: argparse.Namespace) -> int:
         feature_cache_dir=str(args.feature_cache) if args.feature_cache else None,
         max_length=args.max_length,
         dataset_name=SHAREGPT_HUB_ID if args.data == "sharegpt" else Path(args.data).name,
+        stage=args.stage,
     )
+    if args.stage == "router" and args.init_from is None:
+        return _fail("--stage router trains the router of an existing drafter: pass --init-from DIR.")
     main = training_args.process_index == 0
 
     try:
@@ -201,9 +218,20 @@ def run_train(args: argparse.Namespace) -> int:
     if len(train_dataset) == 0 or len(eval_dataset) == 0:
         return _fail(f"no usable conversations in {args.data!r} (every one lacks an assistant token).")
 
-    drafter = CoralDrafter.from_target(
-        target, dtype=torch.float32, draft_length=args.draft_length, num_draft_layers=args.num_draft_layers
-    )
+    if args.init_from is not None:
+        drafter = CoralDrafter.from_pretrained(args.init_from, target=target, dtype=torch.float32)
+    else:
+        drafter = CoralDrafter.from_target(
+            target, dtype=torch.float32, draft_length=args.draft_length, num_draft_layers=args.num_draft_layers
+        )
+    earlier_recipe = drafter.config.training_recipe
+    if args.stage == "router":
+        vocab_size = drafter.config.target_vocab_size
+        counts = token_frequencies(train_dataset["input_ids"], vocab_size, train_dataset["loss_mask"])
+        drafter.init_grouped_head(
+            args.group_strategy, token_counts=counts, num_groups=args.num_groups, active_groups=args.active_groups
+        )
+        drafter.set_head_mode("router")
     try:
         trainer = CoralTrainer(
             model=drafter,
@@ -224,6 +252,9 @@ def run_train(args: argparse.Namespace) -> int:
         trainer.evaluate()
     recipe = trainer.training_recipe(output)
     recipe.update(conversations=len(conversations), heldout_conversations=len(eval_dataset), target=args.target)
+    if args.stage == "router":
+        recipe.update(num_groups=args.num_groups, active_groups=args.active_groups, group_strategy=args.group_strategy)
+        recipe = {**(earlier_recipe or {}), "router_stage": recipe}
     drafter.config.training_recipe = recipe
     trainer.save_model(str(args.output_dir))
     if main:

@@ -90,7 +90,7 @@ def coral_loss(
         logit_subset = logit_subset.to(target_features.device)
     with torch.no_grad():
         logit_features = target_features if logit_subset is None else target_features[logit_subset]
-        teacher_logits = drafter.compute_logits(logit_features)
+        teacher_logits = drafter.compute_logits(logit_features, head_mode="full")
         teacher_probs = teacher_logits.softmax(dim=-1)
         teacher_top1 = teacher_logits.argmax(dim=-1)
     everywhere = torch.ones(num_positions, device=target_features.device)
@@ -103,7 +103,9 @@ def coral_loss(
     for step, output in enumerate(step_outputs, start=1):
         predicted = output[:, :-1][label_mask]
         masked_outputs.append(predicted)
-        logits = drafter.compute_logits(predicted if logit_subset is None else predicted[logit_subset])
+        logits = drafter.compute_logits(
+            predicted if logit_subset is None else predicted[logit_subset], head_mode="full"
+        )
         feature_loss = feature_regression_loss(predicted, target_features, everywhere)
         ce_loss = soft_cross_entropy(logits, teacher_probs, logit_weights)
         step_loss = config.feature_weight * feature_loss + config.ce_weight * ce_loss

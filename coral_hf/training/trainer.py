@@ -22,6 +22,7 @@ from ..target_utils import unwrap_target
 from .callbacks import LOSS_CONFIG_ATTRIBUTE, AcceptanceEvalCallback, UnrollScheduleCallback
 from .features import CoralFeatureCollator, build_feature_cache, compute_target_features
 from .objective import CoralLossConfig, coral_loss
+from .router import freeze_for_router_stage, router_stage_loss
 
 _LOSS_FIELDS = tuple(f.name for f in fields(CoralLossConfig))
 
@@ -136,6 +137,16 @@ class CoralTrainingArguments(TrainingArguments):
     )
 
     # ----- Optimisation (recipe defaults) -----
+    stage: str = field(
+        default="drafter",
+        metadata={"help": "What to train: 'drafter' (the CORAL objective) or 'router' (only the grouped head's "
+                  "router, the drafter frozen; the drafter needs a grouped head, see `init_grouped_head`)."},
+    )
+    router_soft_labels: bool = field(
+        default=True,
+        metadata={"help": "Router stage: train on the target's probability mass per group (True) or on the group "
+                  "of its top-1 token (False)."},
+    )
     max_grad_value: float | None = field(
         default=0.5,
         metadata={"help": "Clip every gradient element to [-v, v] before each optimizer step (EAGLE/HASS recipe); "
@@ -170,6 +181,8 @@ class CoralTrainingArguments(TrainingArguments):
         for name in ("unroll_warmup_ratio", "csra_warmup_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.stage not in ("drafter", "router"):
+            raise ValueError(f"stage must be 'drafter' or 'router', got {self.stage!r}.")
         if self.acceptance_eval_depth is not None and self.acceptance_eval_depth < 0:
             raise ValueError(f"acceptance_eval_depth must be >= 0, got {self.acceptance_eval_depth}.")
 
@@ -261,6 +274,10 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
         target_model = unwrap_target(model.target)
         target_model.requires_grad_(False)
         target_model.eval()
+        if args.stage == "router":
+            if model.grouped_head is None:
+                raise ValueError("stage='router' needs a drafter with a grouped head: call `init_grouped_head` first.")
+            freeze_for_router_stage(model)
         # The tokenizer belongs to the target: it only feeds the collator. Handing it to `Trainer` would save it into
         # the drafter's checkpoints and realign the drafter's config to its special tokens.
         super().__init__(
@@ -273,6 +290,9 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
         )
         if not hasattr(target_model, "hf_device_map") and target_model.device != self.args.device:
             target_model.to(self.args.device)
+        if args.stage == "router" and self.args.world_size > 1:
+            # The router is called outside the DDP wrapper, so its gradients would not be synchronised.
+            raise ValueError("The router stage trains on one process; run it without distributed launch.")
 
         self.loss_config = args.loss_config()
         setattr(model, LOSS_CONFIG_ATTRIBUTE, self.loss_config)
@@ -281,7 +301,7 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
             self._use_feature_cache(Path(args.feature_cache_dir))
         # With several named eval sets, add `AcceptanceEvalCallback`s by hand (one per set that matters).
         single_eval_set = self.eval_dataset is not None and not isinstance(self.eval_dataset, dict)
-        if single_eval_set and args.acceptance_eval_depth != 0:
+        if single_eval_set and args.acceptance_eval_depth != 0 and args.stage == "drafter":
             self.add_callback(
                 AcceptanceEvalCallback(
                     self,
@@ -334,6 +354,16 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
         features = inputs.get("features")
         if features is None:
             features = compute_target_features(drafter.target, inputs["input_ids"], attention_mask)
+        if self.args.stage == "router":
+            return router_stage_loss(
+                drafter,
+                inputs["input_ids"],
+                features,
+                inputs["loss_mask"],
+                attention_mask,
+                unroll_steps=config.unroll_steps,
+                soft_labels=self.args.router_soft_labels,
+            )
         if model is not drafter:
             drafter = _SyncedDrafter(model, drafter)
         return coral_loss(drafter, inputs["input_ids"], features, inputs["loss_mask"], attention_mask, config)
@@ -436,6 +466,7 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
         args, state = self.args, self.state
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else str(self.model.dtype).removeprefix("torch.")
         recipe: dict[str, Any] = {
+            "stage": args.stage,
             "data": args.dataset_name,
             "train_examples": len(self.train_dataset) if self.train_dataset is not None else None,
             "max_length": args.max_length,
