@@ -1,0 +1,63 @@
+"""Package a trained drafter inside coral_hf (the embedded default's drafter) with its model card.
+
+    python scripts/ship_drafter.py /work/runs/coral-router --draft-length 2 [--bench-json report.json ...]
+
+Sets the drafting defaults, records measured results for the card, stores the weights in bfloat16 (they are cast to
+the target's dtype on load) under coral_hf/drafters/<target>/, and copies the card to model_cards/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from coral_hf import load_drafter, load_target
+from coral_hf.hub import write_model_card
+from coral_hf.targets import DEFAULT_TARGET
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("drafter_dir", type=Path)
+    parser.add_argument("--target", default=DEFAULT_TARGET)
+    parser.add_argument("--draft-length", type=int, required=True)
+    parser.add_argument("--confidence-threshold", type=float, default=0.0)
+    parser.add_argument("--bench-json", type=Path, nargs="*", default=[], help="coral-hf bench --json reports.")
+    args = parser.parse_args()
+
+    target, _ = load_target(args.target)
+    drafter = load_drafter(str(args.drafter_dir), target=target)
+    drafter.config.draft_length = args.draft_length
+    drafter.config.draft_confidence_threshold = args.confidence_threshold
+    drafter.generation_config.num_assistant_tokens = args.draft_length
+    drafter.generation_config.assistant_confidence_threshold = args.confidence_threshold
+    results = {}
+    for path in args.bench_json:
+        report = json.loads(path.read_text())
+        settings = report["settings"]
+        name = f"{settings['prompts']} (T={settings['temperature']})"
+        results[name] = {
+            "tau": round(report["tau"], 3),
+            "speedup": round(report["speedup_median"], 3),
+            "draft_length": report["draft_length"],
+            "device": f"CPU, {report['machine']['torch_threads']} thread(s)",
+        }
+    drafter.config.eval_results = results or None
+
+    destination = REPO / "coral_hf" / "drafters" / args.target
+    if destination.exists():
+        shutil.rmtree(destination)
+    drafter.to(torch.bfloat16).save_pretrained(destination)
+    write_model_card(drafter, destination)
+    shutil.copy(destination / "README.md", REPO / "model_cards" / f"{args.target}-coral-drafter.md")
+    print(f"Shipped drafter written to {destination}")
+
+
+if __name__ == "__main__":
+    main()
