@@ -297,11 +297,17 @@ class GroupedLMHead(nn.Module):
         """Drop the copies of the target's head (the drafter was detached)."""
         self._bound = None
 
+    def shortlist_values(self, hidden_states: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
+        """Logits `[..., shortlist_size]` of the shortlist's tokens only (in the head's dtype), column j for token
+        `shortlist[j]`: the draft vocabulary that training with `logit_vocab="shortlist"` works on."""
+        bound = self.bind(lm_head)
+        features = hidden_states.to(bound.weight.dtype)
+        return nn.functional.linear(features, bound.shortlist_weight, bound.shortlist_bias)
+
     def shortlist_logits(self, hidden_states: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
         """Full-vocabulary float32 logits: the LM head on the shortlist's rows, `-inf` elsewhere."""
         bound = self.bind(lm_head)
-        features = hidden_states.to(bound.weight.dtype)
-        values = nn.functional.linear(features, bound.shortlist_weight, bound.shortlist_bias)
+        values = self.shortlist_values(hidden_states, lm_head)
         logits = values.new_full((*values.shape[:-1], self.vocab_size), float("-inf"), dtype=torch.float32)
         return logits.index_copy_(-1, bound.shortlist, values.float())
 

@@ -38,19 +38,19 @@ class CoralDrafterOutput(ModelOutput):
     past_key_values: Cache | None = None
 
 
-def _layer_classes(model_type: str) -> tuple[type[nn.Module], type[nn.Module]]:
-    """The decoder-layer and rotary-embedding classes of a transformers model family (Llama, Qwen2, Mistral, ...)."""
+def _layer_classes(model_type: str) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    """The decoder-layer, rotary-embedding and RMSNorm classes of a model family (Llama, Qwen2, Mistral, ...)."""
     base_model_name = MODEL_MAPPING_NAMES.get(model_type)
     if base_model_name is None:
         raise ValueError(f"Unknown target model_type {model_type!r}: no transformers base model is registered for it.")
     prefix = base_model_name.removesuffix("Model")
     module = importlib.import_module(f"transformers.models.{model_type.replace('-', '_')}.modeling_{model_type}")
     try:
-        return getattr(module, f"{prefix}DecoderLayer"), getattr(module, f"{prefix}RotaryEmbedding")
+        return tuple(getattr(module, f"{prefix}{part}") for part in ("DecoderLayer", "RotaryEmbedding", "RMSNorm"))
     except AttributeError as error:
         raise ValueError(
-            f"Target family {model_type!r} has no `{prefix}DecoderLayer` / `{prefix}RotaryEmbedding`; CORAL drafters "
-            "support decoder-only families with rotary attention (Llama, Qwen2, Mistral, ...)."
+            f"Target family {model_type!r} has no `{prefix}DecoderLayer` / `RotaryEmbedding` / `RMSNorm`; CORAL "
+            "drafters support decoder-only families with rotary attention (Llama, Qwen2, Mistral, ...)."
         ) from error
 
 
@@ -97,12 +97,16 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
     def __init__(self, config: CoralConfig):
         super().__init__(config)
         layer_config = config.layer_config()
-        layer_class, rotary_class = _layer_classes(layer_config.model_type)
+        layer_class, rotary_class, norm_class = _layer_classes(layer_config.model_type)
         hidden_size = config.target_hidden_size
+        eps = layer_config.rms_norm_eps
+        self.token_norm = norm_class(hidden_size, eps=eps) if config.input_norm else None
+        self.feature_norm = norm_class(hidden_size, eps=eps) if config.input_norm else None
         self.fc = nn.Linear(2 * hidden_size, hidden_size, bias=config.fc_bias)
         self.layers = nn.ModuleList([layer_class(layer_config, index) for index in range(config.num_draft_layers)])
         if not config.layer0_input_norm:
             self.layers[0].input_layernorm = nn.Identity()
+        self.norm = norm_class(hidden_size, eps=eps) if config.output_norm else None
         self.rotary_emb = rotary_class(config=layer_config)
         # CORAL's lighter head (router + vocabulary permutation + shortlist); None for a full-head-only drafter.
         self.grouped_head = GroupedLMHead(config) if config.num_groups is not None else None
@@ -110,6 +114,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             num_assistant_tokens=config.draft_length,
             num_assistant_tokens_schedule="constant",
             assistant_confidence_threshold=config.draft_confidence_threshold,
+            prompt_lookup_num_tokens=config.prompt_lookup_tokens,
+            copy_confidence=config.copy_confidence,
         )
         self.__dict__["_target"] = None
         self.__dict__["_feature_recorder"] = None
@@ -189,6 +195,10 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             model.config, target_fingerprint=target_fingerprint(model), **config_overrides
         )
         drafter = cls(config).to(device=model.device, dtype=dtype or model.dtype)
+        target_norm = getattr(model.base_model, "norm", None)
+        if drafter.norm is not None and target_norm is not None:
+            with torch.no_grad():  # start from the target's own final norm: the LM head's input scale
+                drafter.norm.weight.copy_(target_norm.weight)
         drafter.attach(target)
         if drafter.grouped_head is not None:
             drafter.init_grouped_head(token_counts=token_counts)
@@ -369,6 +379,21 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         weight = lm_head.weight.detach()
         return nn.functional.linear(hidden_states.to(weight.dtype), weight, bias).float()
 
+    def compute_shortlist_logits(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
+        """Float32 logits over the shortlist (the draft vocabulary) only, and the token id of each column.
+
+        Training with a draft vocabulary (`logit_vocab="shortlist"`) computes its token losses on these
+        `[..., shortlist_size]` logits: the vocabulary-sized work shrinks by `vocab_size / shortlist_size`. The
+        head's weights are detached, as in [`~CoralDrafter.compute_logits`].
+        """
+        if self.grouped_head is None:
+            raise ValueError(
+                "A draft vocabulary needs a shortlist: create the drafter with `num_groups` and `token_counts` "
+                "(`CoralDrafter.from_target(target, token_counts=..., num_groups=..., shortlist_size=...)`)."
+            )
+        values = self.grouped_head.shortlist_values(hidden_states, self.get_output_embeddings())
+        return values.float(), self.grouped_head.shortlist
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -401,7 +426,10 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 f"{tuple(input_ids.shape)}, got {tuple(hidden_states.shape)}."
             )
         embeddings = nn.functional.embedding(input_ids, self.get_input_embeddings().weight.detach()).to(self.dtype)
-        hidden_states = self.fc(torch.cat([embeddings, hidden_states.to(self.dtype)], dim=-1))
+        hidden_states = hidden_states.to(self.dtype)
+        if self.token_norm is not None:
+            embeddings, hidden_states = self.token_norm(embeddings), self.feature_norm(hidden_states)
+        hidden_states = self.fc(torch.cat([embeddings, hidden_states], dim=-1))
         batch_size, query_length = input_ids.shape
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
@@ -425,6 +453,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
             )
+        if self.norm is not None:
+            hidden_states = self.norm(hidden_states)
         return CoralDrafterOutput(
             last_hidden_state=hidden_states,
             logits=self.compute_logits(hidden_states) if output_logits else None,

@@ -35,7 +35,8 @@ def test_save_writes_only_drafter_weights_and_round_trips(tmp_path):
     drafter.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
     weights = load_file(tmp_path / "model.safetensors")
-    assert all(key.startswith(("fc.", "layers.")) for key in weights), sorted(weights)
+    drafter_parts = ("fc.", "layers.", "token_norm.", "feature_norm.", "norm.")
+    assert all(key.startswith(drafter_parts) for key in weights), sorted(weights)
     assert not any("embed" in key or "lm_head" in key for key in weights)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "coral_drafter"
 

@@ -14,46 +14,79 @@ import torch
 import torch.nn.functional as F
 
 
+def _select(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The masked positions of `values` as float32 `[N, ...]`; `mask=None` means every position is kept already.
+
+    Skipping the boolean index when positions were selected upstream avoids copying `[N, vocab]` logits (and the
+    scatter in its backward), which dominated the loss time of CPU training.
+    """
+    values = values if mask is None else values[mask.bool()]
+    return values.float()
+
+
 def _masked_mean(values: torch.Tensor) -> torch.Tensor:
     """Mean of per-position values [N]; 0 (still attached to the graph) when N == 0."""
     return values.sum() / max(values.numel(), 1)
 
 
-def feature_regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def feature_regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """SmoothL1 (beta = 1) between predicted and target features, the EAGLE/HASS feature-level loss.
 
     Args:
         pred: drafter output features [B, T, H].
         target: the target's features at the same positions [B, T, H] (computed without grad).
-        mask: [B, T] 0/1, positions that count.
+        mask: [B, T] 0/1, positions that count; None when `pred` and `target` hold those positions only ([N, H]).
 
     Returns:
         The loss averaged over the hidden dimension, then over masked positions.
     """
-    keep = mask.bool()
-    per_position = F.smooth_l1_loss(pred[keep].float(), target[keep].float(), reduction="none", beta=1.0).mean(-1)
+    per_position = F.smooth_l1_loss(_select(pred, mask), _select(target, mask), reduction="none", beta=1.0).mean(-1)
     return _masked_mean(per_position)
 
 
-def soft_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+class _SoftCrossEntropy(torch.autograd.Function):
+    """Per-row `logsumexp(s) - q . s` with the closed-form gradient `(softmax(s) - q) * g` (rows of q sum to 1).
+
+    Equal to `-(q * log_softmax(s)).sum(-1)`, without keeping `[N, vocab]` intermediates for autograd: on CPU the
+    elementwise passes over the vocabulary, not the LM-head matmul, dominated the cost of this loss.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        logits32 = logits.float()
+        log_normaliser = torch.logsumexp(logits32, dim=-1)
+        ctx.save_for_backward(logits, probs, log_normaliser)
+        return log_normaliser - (probs * logits32).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, probs, log_normaliser = ctx.saved_tensors
+        grad_logits = (logits.float() - log_normaliser[:, None]).exp_().sub_(probs).mul_(grad[:, None])
+        return grad_logits.to(logits.dtype), None
+
+
+def soft_cross_entropy(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """Cross-entropy of the drafter's distribution against the target's: -sum_v q_v log softmax(student)_v.
 
     Args:
         student_logits: drafter logits [B, T, V].
-        teacher_probs: target next-token probabilities q [B, T, V] (computed without grad).
-        mask: [B, T] 0/1, positions that count.
+        teacher_probs: target next-token probabilities q [B, T, V] (computed without grad; rows sum to 1).
+        mask: [B, T] 0/1, positions that count; None when the inputs hold those positions only ([N, V]).
 
     Returns:
         The masked mean over positions. It equals KL(q || p) plus the target's entropy, so its gradient is the
         KL gradient.
     """
-    keep = mask.bool()
-    log_probs = F.log_softmax(student_logits[keep].float(), dim=-1)
-    return _masked_mean(-(teacher_probs[keep].float() * log_probs).sum(-1))
+    logits = student_logits if mask is None else student_logits[mask.bool()]
+    probs = _select(teacher_probs, mask).detach()
+    flat_logits, flat_probs = logits.reshape(-1, logits.shape[-1]), probs.reshape(-1, probs.shape[-1])
+    return _masked_mean(_SoftCrossEntropy.apply(flat_logits, flat_probs))
 
 
 def topk_distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor, k: int = 10
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None, k: int = 10
 ) -> torch.Tensor:
     """Cross-entropy restricted to the target's top-K tokens (HASS's top-K distillation, K = 10).
 
@@ -67,17 +100,16 @@ def topk_distillation_loss(
     Args:
         student_logits: drafter logits [B, T, V].
         teacher_logits: target logits [B, T, V] (computed without grad).
-        mask: [B, T] 0/1, positions that count.
+        mask: [B, T] 0/1, positions that count; None when the inputs hold those positions only ([N, V]).
         k: number of target tokens kept per position (capped at V).
 
     Returns:
         The masked mean over positions.
     """
-    keep = mask.bool()
-    teacher = teacher_logits[keep].float()
+    teacher = _select(teacher_logits, mask)
     top_logits, top_ids = teacher.topk(min(k, teacher.shape[-1]), dim=-1)
     teacher_top = F.softmax(top_logits, dim=-1)
-    student_top = F.log_softmax(student_logits[keep].float().gather(-1, top_ids), dim=-1)
+    student_top = F.log_softmax(_select(student_logits, mask).gather(-1, top_ids), dim=-1)
     return _masked_mean(-(teacher_top * student_top).sum(-1))
 
 

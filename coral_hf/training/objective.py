@@ -27,6 +27,10 @@ class CoralLossConfig:
         csra_stop_grad: detach the positive/key side of each CSRA pair.
         csra_max_positions: subsample at most this many positions for CSRA's N x N similarities (None: all).
         feature_noise: amplitude of uniform noise added to the real input features (EAGLE uses 0.2 at GPU scale).
+        logit_vocab: `"full"`: the vocabulary-sized terms use the whole LM head; `"shortlist"`: they use the
+            drafter's shortlist only (a draft vocabulary, as in EAGLE-3 / FR-Spec), against the target's
+            distribution renormalised over it. Accuracy still counts a miss when the target's top-1 lies outside.
+            Pair it with `head_mode="shortlist"` at inference: the other rows are never trained.
         logit_positions: at most this many loss positions per batch (the same random ones for every step) get the
             vocabulary-sized terms (soft CE, top-K, accuracy); the feature loss always uses all positions. The LM
             head dominates training cost on CPU; None uses every position.
@@ -43,7 +47,12 @@ class CoralLossConfig:
     csra_stop_grad: bool = False
     csra_max_positions: int | None = 512
     feature_noise: float = 0.0
+    logit_vocab: str = "full"
     logit_positions: int | None = None
+
+    def __post_init__(self):
+        if self.logit_vocab not in ("full", "shortlist"):
+            raise ValueError(f"logit_vocab must be 'full' or 'shortlist', got {self.logit_vocab!r}.")
 
 
 def coral_loss(
@@ -88,13 +97,22 @@ def coral_loss(
         device = generator.device if generator is not None else target_features.device
         logit_subset = torch.randperm(num_positions, generator=generator, device=device)[: config.logit_positions]
         logit_subset = logit_subset.to(target_features.device)
+    shortlist = None
+    if config.logit_vocab == "shortlist":
+        _, shortlist = drafter.compute_shortlist_logits(target_features[:0])
+
+    def student_logits(predicted: torch.Tensor) -> torch.Tensor:
+        if shortlist is None:
+            return drafter.compute_logits(predicted, head_mode="full")
+        return drafter.compute_shortlist_logits(predicted)[0]
+
     with torch.no_grad():
         logit_features = target_features if logit_subset is None else target_features[logit_subset]
         teacher_logits = drafter.compute_logits(logit_features, head_mode="full")
-        teacher_probs = teacher_logits.softmax(dim=-1)
         teacher_top1 = teacher_logits.argmax(dim=-1)
-    everywhere = torch.ones(num_positions, device=target_features.device)
-    logit_weights = everywhere if logit_subset is None else everywhere[logit_subset]
+        if shortlist is not None:
+            teacher_logits = teacher_logits[:, shortlist.to(teacher_logits.device)]
+        teacher_probs = teacher_logits.softmax(dim=-1)
 
     total = torch.zeros((), device=target_features.device)
     metrics: dict[str, float] = {"positions": float(num_positions)}
@@ -103,21 +121,20 @@ def coral_loss(
     for step, output in enumerate(step_outputs, start=1):
         predicted = output[:, :-1][label_mask]
         masked_outputs.append(predicted)
-        logits = drafter.compute_logits(
-            predicted if logit_subset is None else predicted[logit_subset], head_mode="full"
-        )
-        feature_loss = feature_regression_loss(predicted, target_features, everywhere)
-        ce_loss = soft_cross_entropy(logits, teacher_probs, logit_weights)
+        logits = student_logits(predicted if logit_subset is None else predicted[logit_subset])
+        feature_loss = feature_regression_loss(predicted, target_features, None)
+        ce_loss = soft_cross_entropy(logits, teacher_probs, None)
         step_loss = config.feature_weight * feature_loss + config.ce_weight * ce_loss
         if config.topk_weight > 0:
             step_loss = step_loss + config.topk_weight * topk_distillation_loss(
-                logits, teacher_logits, logit_weights, k=config.topk
+                logits, teacher_logits, None, k=config.topk
             )
         total = total + step_loss
         feature_sum += feature_loss.item()
         ce_sum += ce_loss.item()
         metrics[f"loss_step_{step}"] = step_loss.item()
-        metrics[f"acc_step_{step}"] = (logits.argmax(dim=-1) == teacher_top1).float().mean().nan_to_num(0.0).item()
+        drafted = logits.argmax(dim=-1) if shortlist is None else shortlist.to(logits.device)[logits.argmax(dim=-1)]
+        metrics[f"acc_step_{step}"] = (drafted == teacher_top1).float().mean().nan_to_num(0.0).item()
     metrics["feature_loss"] = feature_sum / len(step_outputs)
     metrics["ce_loss"] = ce_sum / len(step_outputs)
     if config.csra_weight > 0 and len(step_outputs) > 1:

@@ -82,6 +82,12 @@ class CoralTrainingArguments(TrainingArguments):
         metadata={"help": "Amplitude a of U(-a, a) noise added to the real input features during training (EAGLE "
                   "uses 0.2 at GPU scale)."},
     )
+    logit_vocab: str = field(
+        default="full",
+        metadata={"help": "Vocabulary of the token losses: 'full' LM head, or the drafter's 'shortlist' (a draft "
+                  "vocabulary: vocabulary-sized work shrinks by vocab / shortlist size; needs a grouped head).",
+                  "choices": ["full", "shortlist"]},
+    )
     logit_positions: int | None = field(
         default=None,
         metadata={"help": "At most this many loss positions per batch get the vocabulary-sized terms (soft CE, "
