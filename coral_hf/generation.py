@@ -25,6 +25,13 @@ class CoralCandidateGenerator(CandidateGenerator):
     The returned logits are exactly the (processed) distribution each draft token was drawn from, which is what
     transformers' speculative sampling needs to stay lossless.
 
+    **Hybrid proposals (drafter + prompt lookup).** When `drafter.generation_config.prompt_lookup_num_tokens` is
+    set, each round also looks for the latest earlier occurrence of the context's last n tokens (n from
+    `max_matching_ngram_size`, default 2, down to 1) and proposes the tokens that followed it, copied from the
+    context, instead of drafting, when the copy is the likelier candidate: its first token is the drafter's own
+    top-1, or the drafter's confidence in its top-1 is below `copy_confidence`. A copied token is a deterministic
+    proposal, so its logits are one-hot (q = 1 on the token), which keeps speculative sampling exact.
+
     Args:
         drafter: the attached drafter.
         generation_config: the target's generation config for this call (sampling settings, EOS, confidence).
@@ -47,12 +54,17 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.num_draft_tokens = int(drafter.generation_config.num_assistant_tokens)
         eos = generation_config.eos_token_id
         self.eos_token_ids = set([eos] if isinstance(eos, int) else (eos or []))
+        lookup_tokens = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
+        self.lookup_tokens = int(lookup_tokens or 0)
+        self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
+        self.copy_confidence = float(getattr(drafter.generation_config, "copy_confidence", None) or 0.0)
         self.rounds = 0
         self.drafted = 0
+        self.copied_rounds = 0
         self.recorder.arm()
 
     def stats(self) -> dict[str, int]:
-        return {"rounds": self.rounds, "drafted": self.drafted}
+        return {"rounds": self.rounds, "drafted": self.drafted, "copied_rounds": self.copied_rounds}
 
     def get_candidates(
         self, input_ids: torch.LongTensor, max_new_tokens: int | None = None, **kwargs: Any
@@ -71,12 +83,15 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.drafted += logits.shape[1]
         return sequence, logits
 
+    def _one_hot_logits(self, tokens: torch.LongTensor) -> torch.FloatTensor:
+        """`[1, n, vocab]` logits of deterministic proposals: 0 at each token, -inf elsewhere (q is one-hot)."""
+        vocab_size = self.drafter.config.target_vocab_size
+        logits = torch.full((1, tokens.shape[-1], vocab_size), float("-inf"), device=tokens.device)
+        return logits.scatter_(-1, tokens.view(1, -1, 1), 0.0)
+
     def _placeholder_draft(self, input_ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.FloatTensor]:
         token = input_ids[:, -1:]
-        vocab_size = self.drafter.config.target_vocab_size
-        logits = torch.full((1, 1, vocab_size), float("-inf"), device=input_ids.device)
-        logits[0, 0, token[0, 0]] = 0.0
-        return torch.cat([input_ids, token], dim=1), logits
+        return torch.cat([input_ids, token], dim=1), self._one_hot_logits(token)
 
     def _draft(
         self, input_ids: torch.LongTensor, features: torch.Tensor, num_tokens: int
@@ -93,10 +108,22 @@ class CoralCandidateGenerator(CandidateGenerator):
         )
         predicted = catch_up.last_hidden_state[:, -1:]
         sequence = input_ids
+        first_logits = self.logits_processor(sequence, self.drafter.compute_logits(predicted[:, -1]))
+        copy = lookup_continuation(input_ids[0], self.lookup_ngram, num_tokens) if self.lookup_tokens else None
+        if copy is not None:
+            num_copied = min(num_tokens, self.lookup_tokens)
+            probs = first_logits.softmax(dim=-1)
+            confidence, top1 = probs.max(dim=-1)
+            if int(top1) == int(copy[0]) or float(confidence) < self.copy_confidence:
+                copy = copy[:num_copied].unsqueeze(0)
+                self.copied_rounds += 1  # the cache holds the verified positions only: nothing to roll back
+                return torch.cat([input_ids, copy], dim=1), self._one_hot_logits(copy)
         all_logits = []
         for step in range(num_tokens):
-            logits = self.drafter.compute_logits(predicted[:, -1])
-            logits = self.logits_processor(sequence, logits)
+            if step == 0:
+                logits = first_logits
+            else:
+                logits = self.logits_processor(sequence, self.drafter.compute_logits(predicted[:, -1]))
             if self.do_sample:
                 probs = logits.softmax(dim=-1)
                 token = torch.multinomial(probs, num_samples=1)
@@ -121,3 +148,24 @@ class CoralCandidateGenerator(CandidateGenerator):
         # Keep only positions computed from real target features; the target verifies the rest next.
         self.cache.crop(verified - offset - self.cache.get_seq_length())
         return sequence, torch.stack(all_logits, dim=1)
+
+
+def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: int) -> torch.LongTensor | None:
+    """Prompt lookup: the tokens that followed the latest earlier occurrence of the sequence's last n tokens.
+
+    Tries n = `max_ngram` down to 1 and returns up to `num_tokens` tokens copied from after the most recent match
+    (recent context predicts best), or None when even the last token never occurred before.
+
+    Args:
+        sequence: `[length]` token ids (prompt and generated tokens so far).
+        max_ngram: longest suffix to match.
+        num_tokens: most tokens to return.
+    """
+    length = sequence.shape[0]
+    for size in range(min(max_ngram, length - 1), 0, -1):
+        windows = sequence[:-1].unfold(0, size, 1)  # a window starting at i ends at i + size - 1 <= length - 2
+        hits = (windows == sequence[-size:]).all(dim=-1).nonzero()
+        if hits.numel():
+            start = int(hits[-1]) + size
+            return sequence[start : start + num_tokens]
+    return None

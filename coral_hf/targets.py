@@ -72,6 +72,33 @@ def embedded_target_path() -> Path:
     return destination
 
 
+def native_bf16(device: str | torch.device | None = None) -> tuple[bool, str]:
+    """Whether `device` computes bf16 natively (fast), and why: a CUDA GPU with bf16 support, or a CPU whose flags
+    include `amx_bf16` or `avx512_bf16`. Without native bf16 a CPU emulates it, slower than float32."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return supported, "CUDA bf16 support" if supported else "this GPU lacks bf16"
+    if device.type != "cpu":
+        return False, f"no bf16 probe for {device.type}"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False, "CPU flags unreadable (/proc/cpuinfo)"
+    found = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+    return (True, f"CPU flag {found[0]}") if found else (False, "CPU without amx_bf16 / avx512_bf16")
+
+
+def resolve_dtype(dtype: torch.dtype | str, device: str | torch.device | None = None) -> tuple[torch.dtype, str]:
+    """`"auto"`: bfloat16 where `device` has native bf16, else float32, with the reason; other values as given."""
+    if dtype == "auto":
+        native, reason = native_bf16(device)
+        return (torch.bfloat16 if native else torch.float32), f"auto: {reason}"
+    resolved = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return resolved, "as requested"
+
+
 def load_target(
     name_or_path: str = DEFAULT_TARGET,
     dtype: torch.dtype | str = torch.float32,
@@ -83,7 +110,8 @@ def load_target(
 
     Args:
         name_or_path: `"smollm2-135m-instruct"` (embedded default, works offline), or any Hub id / local path.
-        dtype: parameter dtype (float32 keeps greedy comparisons exact on CPU).
+        dtype: parameter dtype (float32 keeps greedy comparisons exact on CPU); `"auto"` picks bfloat16 where the
+            device has native bf16 (see `native_bf16`), float32 otherwise.
         device: where to put the model (default: CPU).
         revision: Hub revision for Hub ids.
         kwargs: passed to `AutoModelForCausalLM.from_pretrained`.
@@ -93,6 +121,7 @@ def load_target(
         revision = None
     else:
         path = name_or_path
+    dtype, _ = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision, **kwargs)
     if path != name_or_path:

@@ -1,6 +1,6 @@
 """Package a trained drafter inside coral_hf (the embedded default's drafter) with its model card.
 
-    python scripts/ship_drafter.py /work/runs/coral-router --draft-length 2 [--bench-json report.json ...]
+    python scripts/ship_drafter.py /work/runs/long --draft-length 4 --prompt-lookup-tokens 4 [--bench-json r.json ...]
 
 Sets the drafting defaults, records measured results for the card, stores the weights in bfloat16 (they are cast to
 the target's dtype on load) under coral_hf/drafters/<target>/, and copies the card to model_cards/.
@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--target", default=DEFAULT_TARGET)
     parser.add_argument("--draft-length", type=int, required=True)
     parser.add_argument("--confidence-threshold", type=float, default=0.0)
+    parser.add_argument("--head-mode", choices=("full", "router", "shortlist"), help="Default: keep the drafter's.")
+    parser.add_argument("--prompt-lookup-tokens", type=int, default=None, help="Hybrid copies (default: off).")
+    parser.add_argument("--copy-confidence", type=float, default=0.0)
     parser.add_argument("--bench-json", type=Path, nargs="*", default=[], help="coral-hf bench --json reports.")
     args = parser.parse_args()
 
@@ -37,14 +40,22 @@ def main() -> None:
     drafter.config.draft_confidence_threshold = args.confidence_threshold
     drafter.generation_config.num_assistant_tokens = args.draft_length
     drafter.generation_config.assistant_confidence_threshold = args.confidence_threshold
+    drafter.config.prompt_lookup_tokens = args.prompt_lookup_tokens
+    drafter.config.copy_confidence = args.copy_confidence
+    drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens
+    drafter.generation_config.copy_confidence = args.copy_confidence
+    if args.head_mode is not None:
+        drafter.set_head_mode(args.head_mode)
     results = {}
     for path in args.bench_json:
         report = json.loads(path.read_text())
         settings = report["settings"]
         name = f"{settings['prompts']} (T={settings['temperature']})"
+        mode = report.get("hybrid") if args.prompt_lookup_tokens else None
+        numbers = mode or report
         results[name] = {
-            "tau": round(report["tau"], 3),
-            "speedup": round(report["speedup_median"], 3),
+            "tau": round(numbers["tau"], 3),
+            "speedup": round(numbers["speedup_median"], 3),
             "draft_length": report["draft_length"],
             "device": f"CPU, {report['machine']['torch_threads']} thread(s)",
         }

@@ -91,3 +91,34 @@ def train_tiny_drafter(target, steps: int = 300, seed: int = 0, **config_overrid
 def trained_llama_pair():
     target = make_tiny_target("llama", seed=1)
     return target, train_tiny_drafter(target)
+
+
+def exact_second_token_distribution(target, prompt, temperature: float = 1.0, top_k: int | None = None):
+    """P(2nd generated token | prompt) under the target's own sampling, by enumerating the first token."""
+    with torch.no_grad():
+
+        def next_probs(ids):
+            logits = target(ids).logits[:, -1].float() / temperature
+            if top_k is not None:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            return logits.softmax(-1)
+
+        first = next_probs(prompt)[0]
+        vocab = first.shape[0]
+        candidates = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
+        return (first[:, None] * next_probs(candidates)).sum(0)
+
+
+def assert_counts_follow(counts: torch.Tensor, probabilities: torch.Tensor) -> None:
+    """Chi-square goodness of fit of sampled token counts to exact probabilities; fails at p < 1e-3."""
+    samples = counts.sum()
+    expected = probabilities * samples
+    keep = expected > 5  # chi-square validity; pool the rare tail
+    observed = torch.cat([counts[keep], counts[~keep].sum()[None]])
+    expected = torch.cat([expected[keep], expected[~keep].sum()[None]])
+    nonzero = expected > 0
+    chi2 = (((observed - expected) ** 2)[nonzero] / expected[nonzero]).sum().item()
+    dof = int(nonzero.sum()) - 1
+    critical = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3  # Wilson-Hilferty, 0.999 quantile
+    assert chi2 < critical, f"chi2={chi2:.1f} >= {critical:.1f} (dof={dof})"

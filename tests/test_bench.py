@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from coral_hf.commands import bench as bench_command
-from coral_hf.eval.bench import DRAFTER, PLAIN, PROMPT_LOOKUP, _divergence, followeval_summary, run_bench
+from coral_hf.eval.bench import DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, _divergence, followeval_summary, run_bench
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
 
@@ -64,7 +64,7 @@ def question_file(tmp_path):
 
 def _check_counts(numbers: dict, turns: int) -> None:
     """tau >= 1 and the per-round histograms add up to the rounds and tokens they summarise."""
-    for mode_numbers in (numbers, numbers[PROMPT_LOOKUP]):
+    for mode_numbers in (numbers, numbers[PROMPT_LOOKUP], numbers[HYBRID]):
         histogram = {int(size): count for size, count in mode_numbers["tau_histogram"].items()}
         assert sum(histogram.values()) == mode_numbers["rounds"]
         assert mode_numbers["tau"] >= 1.0
@@ -84,14 +84,17 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
         max_new_tokens=MAX_NEW_TOKENS,
         warmup=1,
         prompt_lookup_tokens=4,
+        hybrid_tokens=4,
         draft_step_repetitions=5,
     )
     summary = json.loads(json.dumps(result.summary()))  # JSON round trip: what --json writes
 
-    assert set(summary["tokens_per_s"]) == {PLAIN, DRAFTER, PROMPT_LOOKUP}
+    assert set(summary["tokens_per_s"]) == {PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID}
     assert summary["speedup_median"] > 0 and summary["prompt_lookup"]["speedup_median"] > 0
+    assert summary["hybrid"]["speedup_median"] > 0
+    assert drafter.generation_config.prompt_lookup_num_tokens is None  # the hybrid setting is restored after the run
     assert summary["draft_length"] == drafter.generation_config.num_assistant_tokens
-    assert summary["tokens"] == {mode: TURNS * MAX_NEW_TOKENS for mode in (PLAIN, DRAFTER, PROMPT_LOOKUP)}
+    assert summary["tokens"] == {mode: TURNS * MAX_NEW_TOKENS for mode in (PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID)}
     _check_counts(summary, TURNS)
     assert summary["tau"] > 1.1  # the fitted drafter gets drafts accepted
     assert summary["divergences"] == []
@@ -106,7 +109,9 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
 
     # Multi-turn: every mode answered both turns, and the second turn saw the same (plain) history in every mode.
     multi_turn = result.prompts[0]
-    assert {mode: len(runs) for mode, runs in multi_turn.runs.items()} == {PLAIN: 2, DRAFTER: 2, PROMPT_LOOKUP: 2}
+    assert {mode: len(runs) for mode, runs in multi_turn.runs.items()} == dict.fromkeys(
+        (PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID), 2
+    )
     assert multi_turn.responses[DRAFTER] == multi_turn.responses[PLAIN]
 
     table = format_table(result)
@@ -174,9 +179,9 @@ def test_cli_end_to_end(pair, tokenizer, question_file, tmp_path, capsys):
     argv = [*common, "--drafter", str(tmp_path / "drafter"), "--drafter-head", "full", "--prompt-lookup-tokens", "3"]
     assert _run_cli([*argv, "--json", str(tmp_path / "out.json"), "--report", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
-    assert "drafter tok/s" in out and "token-identical" in out
+    assert "drafter tok/s" in out and "hybrid tok/s" in out and "token-identical" in out
     summary = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
-    assert summary["identical"] == summary["compared"] == TURNS
+    assert summary["identical"] == summary["compared"] == summary["hybrid"]["identical"] == TURNS
     assert summary["settings"]["prompt_lookup_tokens"] == 3 and not summary["settings"]["drafter_is_random"]
     assert (tmp_path / "report" / "report.md").is_file()
 
@@ -208,3 +213,23 @@ def test_followeval_summary_compares_plain_and_drafter_verdicts(pair, tokenizer)
     assert summary["followeval"]["n"] == len(prompts)
     assert summary["followeval"]["verdict_flips"] == 0  # greedy + lossless: the same text, the same verdicts
     assert "FollowEval" in format_table(result)
+
+
+def test_tie_classification_by_dtype_resolution():
+    from coral_hf.eval.bench import is_numerical_tie, logit_resolution
+
+    assert logit_resolution(20.0, torch.bfloat16) == 0.125  # bf16 spacing in [16, 32)
+    assert is_numerical_tie(20.0, 20.0, torch.bfloat16)  # exact tie
+    assert is_numerical_tie(20.125, 20.0, torch.bfloat16)  # one unit apart: rounding can flip it
+    assert not is_numerical_tie(21.0, 20.0, torch.bfloat16)  # eight units apart: a real divergence
+    assert not is_numerical_tie(20.0, 20.0, torch.float32)  # fp32 is strict: never a tie
+    assert not is_numerical_tie(2.0, 1.9, torch.bfloat16)  # 0.1 is > 2 units (0.0156 each) at magnitude 2
+
+
+def test_dtype_auto_follows_native_bf16():
+    from coral_hf.targets import native_bf16, resolve_dtype
+
+    native, reason = native_bf16("cpu")
+    dtype, why = resolve_dtype("auto", "cpu")
+    assert dtype == (torch.bfloat16 if native else torch.float32) and reason in why
+    assert resolve_dtype("float32") == (torch.float32, "as requested")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, make_tiny_target, train_tiny_drafter
+from conftest import (
+    FAMILIES,
+    assert_counts_follow,
+    exact_second_token_distribution,
+    make_tiny_target,
+    train_tiny_drafter,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from coral_hf import CoralDrafter
@@ -114,24 +120,6 @@ def test_plain_generate_after_assisted_is_untouched(trained_llama_pair):
 # ---------------------------------------------------------------- sampling is lossless
 
 
-def _exact_second_token_distribution(target, prompt, temperature, top_k=None):
-    """P(token at position 2 | prompt) under the target's own sampling, by enumerating the first token."""
-    with torch.no_grad():
-
-        def next_probs(ids):
-            logits = target(ids).logits[:, -1].float() / temperature
-            if top_k is not None:
-                kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            return logits.softmax(-1)
-
-        first = next_probs(prompt)[0]
-        vocab = first.shape[0]
-        candidates = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
-        second = next_probs(candidates)
-        return (first[:, None] * second).sum(0)
-
-
 @pytest.mark.parametrize("temperature,top_k", [(1.0, None), (0.7, 8)])
 def test_sampling_matches_target_distribution(temperature, top_k):
     """Chi-square test of the 2nd generated token against the exact target marginal (p < 1e-3 fails)."""
@@ -140,7 +128,7 @@ def test_sampling_matches_target_distribution(temperature, top_k):
         target.lm_head.weight.mul_(0.25)  # spread the distribution: many tokens carry mass
     drafter = train_tiny_drafter(target, steps=150)
     prompt = _prompt(0, length=4, vocab=24)
-    exact = _exact_second_token_distribution(target, prompt, temperature, top_k)
+    exact = exact_second_token_distribution(target, prompt, temperature, top_k)
     samples = 2500
     counts = torch.zeros(24)
     torch.manual_seed(0)
@@ -155,16 +143,7 @@ def test_sampling_matches_target_distribution(temperature, top_k):
             assistant_model=drafter,
         )
         counts[out[0, prompt.shape[1] + 1]] += 1
-    expected = exact * samples
-    keep = expected > 5  # chi-square validity; pool the rare tail
-    observed = torch.cat([counts[keep], counts[~keep].sum()[None]])
-    expected = torch.cat([expected[keep], expected[~keep].sum()[None]])
-    nonzero = expected > 0
-    chi2 = (((observed - expected) ** 2)[nonzero] / expected[nonzero]).sum().item()
-    dof = int(nonzero.sum()) - 1
-    # Wilson-Hilferty approximation of the chi-square 0.999 quantile.
-    critical = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3
-    assert chi2 < critical, f"chi2={chi2:.1f} >= {critical:.1f} (dof={dof})"
+    assert_counts_follow(counts, exact)
 
 
 # ---------------------------------------------------------------- refused modes
@@ -198,3 +177,58 @@ def test_unattached_drafter_says_how_to_attach(trained_llama_pair):
     detached = CoralDrafter(drafter.config)
     with pytest.raises(RuntimeError, match="attach"):
         target.generate(_prompt(0, 4, 96), max_new_tokens=5, assistant_model=detached)
+
+
+# ---------------------------------------------------------------- hybrid: drafter + prompt lookup
+
+
+def test_lookup_continuation_copies_after_the_latest_match():
+    from coral_hf.generation import lookup_continuation
+
+    sequence = torch.tensor([5, 6, 7, 1, 5, 6, 8, 9, 5, 6])
+    assert lookup_continuation(sequence, max_ngram=2, num_tokens=3).tolist() == [8, 9, 5]  # latest "5 6"
+    assert lookup_continuation(torch.tensor([3, 4, 3]), max_ngram=2, num_tokens=4).tolist() == [4, 3]  # n=1
+    assert lookup_continuation(torch.tensor([1, 2, 3]), max_ngram=2, num_tokens=4) is None
+
+
+def _repetitive_prompt(seed: int, vocab: int) -> torch.LongTensor:
+    """A prompt that repeats a random phrase, so prompt lookup finds matches (copied rounds happen)."""
+    phrase = _prompt(seed, length=5, vocab=vocab)
+    return torch.cat([phrase, _prompt(seed + 100, length=2, vocab=vocab), phrase, phrase[:, :2]], dim=1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("copy_confidence", [0.0, 1.0])
+def test_hybrid_greedy_identical(family, copy_confidence):
+    """Copied and drafted rounds mix, and every output equals plain greedy (copy_confidence=1 copies when it can)."""
+    target = make_tiny_target(family)
+    drafter = CoralDrafter.from_target(target, draft_length=4, prompt_lookup_tokens=4, copy_confidence=copy_confidence)
+    copied = 0
+    for seed in range(6):
+        prompt = _repetitive_prompt(seed, target.config.vocab_size)
+        plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
+        assisted = target.generate(prompt, max_new_tokens=30, do_sample=False, assistant_model=drafter)
+        assert torch.equal(plain, assisted), f"seed {seed}: {plain} != {assisted}"
+        copied += drafter.last_generation_stats["copied_rounds"]
+    if copy_confidence == 1.0:
+        assert copied > 0
+
+
+def test_hybrid_sampling_matches_target_distribution():
+    """Chi-square test of the 2nd generated token with copied (one-hot q) proposals; p < 1e-3 fails."""
+    target = make_tiny_target("llama", seed=2, vocab_size=24)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(0.25)
+    drafter = CoralDrafter.from_target(target, draft_length=3, prompt_lookup_tokens=3, copy_confidence=1.0)
+    prompt = torch.tensor([[3, 7, 9, 3, 7, 9, 3]])  # after a first token 3, 7 or 9 the lookup has a copy
+    exact = exact_second_token_distribution(target, prompt)
+    counts = torch.zeros(24)
+    copied = 0
+    torch.manual_seed(0)
+    for _ in range(2500):
+        # max_new_tokens=3: token 2 is proposed in the first drafted round (token 1 follows the placeholder round).
+        out = target.generate(prompt, max_new_tokens=3, do_sample=True, top_k=0, top_p=1.0, assistant_model=drafter)
+        counts[out[0, prompt.shape[1] + 1]] += 1
+        copied += drafter.last_generation_stats["copied_rounds"]
+    assert copied > 0
+    assert_counts_follow(counts, exact)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_target, train_tiny_drafter
+from conftest import assert_counts_follow, exact_second_token_distribution, make_tiny_target, train_tiny_drafter
 
 from coral_hf import CoralConfig, CoralDrafter
 from coral_hf.lm_head import (
@@ -251,16 +251,6 @@ def test_greedy_identical_in_every_head_mode(family, head):
         assert torch.equal(plain, assisted), f"seed {seed}: {plain} != {assisted}"
 
 
-def _exact_second_token_distribution(target, prompt):
-    """P(token at position 2 | prompt) under the target's own sampling (temperature 1), by enumeration."""
-    with torch.no_grad():
-        first = target(prompt).logits[0, -1].float().softmax(-1)
-        vocab = first.shape[0]
-        candidates = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
-        second = target(candidates).logits[:, -1].float().softmax(-1)
-        return (first[:, None] * second).sum(0)
-
-
 def test_sampling_with_router_head_matches_target_distribution():
     """Chi-square test of the 2nd generated token against the exact target marginal (p < 1e-3 fails).
 
@@ -277,22 +267,14 @@ def test_sampling_with_router_head_matches_target_distribution():
     with torch.no_grad():
         drafter.grouped_head.router.w2.weight.normal_(generator=torch.Generator().manual_seed(0))
     prompt = _prompt(0, length=4, vocab=vocab)
-    exact = _exact_second_token_distribution(target, prompt)
+    exact = exact_second_token_distribution(target, prompt)
     samples = 2500
     counts = torch.zeros(vocab)
     torch.manual_seed(0)
     for _ in range(samples):
         out = target.generate(prompt, max_new_tokens=3, do_sample=True, top_k=0, top_p=1.0, assistant_model=drafter)
         counts[out[0, prompt.shape[1] + 1]] += 1
-    expected = exact * samples
-    keep = expected > 5  # chi-square validity; pool the rare tail
-    observed = torch.cat([counts[keep], counts[~keep].sum()[None]])
-    expected = torch.cat([expected[keep], expected[~keep].sum()[None]])
-    nonzero = expected > 0
-    chi2 = (((observed - expected) ** 2)[nonzero] / expected[nonzero]).sum().item()
-    dof = int(nonzero.sum()) - 1
-    critical = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3  # Wilson-Hilferty, 0.999 quantile
-    assert chi2 < critical, f"chi2={chi2:.1f} >= {critical:.1f} (dof={dof})"
+    assert_counts_follow(counts, exact)
 
 
 # ---------------------------------------------------------------- measurement

@@ -14,8 +14,9 @@ examples:
   coral-hf bench --prompts mtbench --categories coding writing --limit 5 --json bench.json --report bench-report
   coral-hf bench --target ./my-target --drafter ./my-drafter --prompts questions.jsonl --temperature 0.7
 
-Every prompt turn is generated with plain generate(), with assistant_model=drafter and with transformers'
-prompt-lookup decoding, interleaved in rotating order after warm-up, in one process. tok/s and speedup are
+Every prompt turn is generated with plain generate(), with assistant_model=drafter, with transformers'
+prompt-lookup decoding and with the hybrid (the drafter plus prompt-lookup copies), interleaved in rotating
+order after warm-up, in one process. tok/s and speedup are
 medians over prompts; tau is generated tokens per target forward (accepted draft tokens + the target's own).
 Greedy runs (the default) also check that every assisted output is token-identical to plain decoding.
 The machine is what it is: compare ratios from one run, not absolute tokens/s from different runs.
@@ -49,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--draft-length", type=int, metavar="K",
                         help="Draft tokens per round (overrides the drafter generation_config.num_assistant_tokens).")
     models.add_argument("--device", default="cpu", help="Device of target and drafter (default: cpu).")
-    models.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                        help="Target dtype (default float32, which keeps the greedy comparison exact).")
+    models.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
+                        help="Target dtype (default float32, which keeps the greedy comparison exact; auto: "
+                        "bfloat16 where the device has native bf16, e.g. CPU flags amx_bf16 / avx512_bf16). In "
+                        "bf16, divergences at numerical ties are reported apart from true ones.")
 
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument("--prompts", default="sharegpt-heldout", metavar="SET_OR_JSONL",
@@ -68,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="prompt_lookup_num_tokens of the prompt-lookup baseline (default: 10: copied spans "
                             "cost nothing to propose, only verification width; n-gram size 2).")
     generation.add_argument("--no-prompt-lookup", action="store_true", help="Skip the prompt-lookup baseline.")
+    generation.add_argument("--hybrid-tokens", type=int, metavar="N",
+                            help="Also run the hybrid mode: the drafter plus prompt-lookup copies of up to N tokens "
+                            "(capped by the draft length) where the copy is the likelier candidate (default: the "
+                            "draft length; 0 skips the mode).")
     generation.add_argument("--seed", type=int, default=0, help="Seed for sampling and for `--drafter random`.")
 
     measurement = parser.add_argument_group("measurement and output")
@@ -98,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from coral_hf.eval.report import format_table, write_report
     from coral_hf.loading import shipped_drafter_path
 
+    if args.hybrid_tokens is not None and args.hybrid_tokens < 0:
+        return _fail(f"--hybrid-tokens must be >= 0, got {args.hybrid_tokens}")
     for name in ("max_new_tokens", "draft_length", "prompt_lookup_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -113,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if not prompts:
         return _fail(f"no prompts selected from {args.prompts!r}")
 
-    target, tokenizer = load_target(args.target, dtype=getattr(torch, args.dtype), device=args.device)
+    from coral_hf.targets import resolve_dtype
+
+    dtype, dtype_reason = resolve_dtype(args.dtype, args.device)
+    target, tokenizer = load_target(args.target, dtype=dtype, device=args.device)
     drafter_source = args.drafter or shipped_drafter_path(args.target)
     if drafter_source is None:
         return _fail(
@@ -143,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         warmup=args.warmup,
         prompt_lookup_tokens=None if args.no_prompt_lookup else args.prompt_lookup_tokens,
+        hybrid_tokens=(args.hybrid_tokens or None)
+        if args.hybrid_tokens is not None
+        else (args.draft_length or drafter.generation_config.num_assistant_tokens),
         draft_length=args.draft_length,
         seed=args.seed,
         progress=not args.no_progress,
@@ -154,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
             "prompts": args.prompts,
             "categories": args.categories,
             "limit": args.limit,
+            "dtype_choice": f"{str(dtype).removeprefix('torch.')} ({dtype_reason})",
         },
     )
     if args.prompts == "followeval":

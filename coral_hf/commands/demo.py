@@ -50,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         drafter = load_drafter(str(drafter_source), target=target)
         label = f"drafter {drafter_source}"
-    print(f"target: {args.target}   {label}   draft length {drafter.generation_config.num_assistant_tokens}")
+    lookup = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
+    proposals = f"drafter + prompt-lookup copies (up to {lookup} tokens)" if lookup else "drafter alone"
+    print(
+        f"target: {args.target}   {label}   draft length {drafter.generation_config.num_assistant_tokens}   "
+        f"proposals: {proposals}"
+    )
 
     def timed(inputs: dict, **kwargs) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()

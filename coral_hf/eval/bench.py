@@ -23,6 +23,7 @@ whose `summary()` is the JSON written by `coral-hf bench --json`.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import platform
 import statistics
@@ -43,9 +44,10 @@ from ..lm_head import time_draft_step
 from ..modeling_coral import CoralDrafter
 from .prompts import PromptItem
 
-PLAIN, DRAFTER, PROMPT_LOOKUP = "plain", "drafter", "prompt_lookup"
-MODES = (PLAIN, DRAFTER, PROMPT_LOOKUP)
-ASSISTED_MODES = (DRAFTER, PROMPT_LOOKUP)
+PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID = "plain", "drafter", "prompt_lookup", "hybrid"
+MODES = (PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID)
+ASSISTED_MODES = (DRAFTER, PROMPT_LOOKUP, HYBRID)
+BASELINE_MODES = (PROMPT_LOOKUP, HYBRID)  # reported next to the drafter, each in a sub-document of its own
 PROMPT_LOOKUP_NGRAM = 2  # transformers' default `max_matching_ngram_size`
 
 
@@ -103,9 +105,29 @@ class Divergence:
     context: str
     top2_logit_gap: float
     logit_gap: float
+    dtype: str = "float32"
+    tie: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def logit_resolution(value: float, dtype: torch.dtype) -> float:
+    """The spacing of `dtype` numbers at magnitude `value` (one unit in the last place)."""
+    magnitude = max(abs(value), torch.finfo(dtype).tiny)
+    return torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(magnitude))
+
+
+def is_numerical_tie(top1: float, top2: float, dtype: torch.dtype) -> bool:
+    """Whether plain and speculative greedy may part at this position by rounding alone.
+
+    A 1-token and a k-token target forward round differently in low precision, so where the target's top-2 logits
+    lie within two units in the last place of `dtype` at their magnitude (each of the two may round by one unit the
+    other way), either token is a correct greedy choice. float32 stays strict: no divergence is ever a tie there.
+    """
+    if dtype == torch.float32 or dtype == torch.float64:
+        return False
+    return top1 - top2 <= 2 * logit_resolution(max(abs(top1), abs(top2)), dtype)
 
 
 @dataclass
@@ -117,6 +139,7 @@ class PromptResult:
     runs: dict[str, list[TurnRun]]
     responses: dict[str, list[str]]
     identical: dict[str, int] = field(default_factory=dict)
+    ties: dict[str, int] = field(default_factory=dict)
     compared: int = 0
 
     def tokens(self, mode: str) -> int:
@@ -151,6 +174,7 @@ class PromptResult:
             "tau": {mode: round(self.tau(mode), 4) for mode in assisted},
             "speedup": {mode: round(self.speedup(mode), 4) for mode in assisted},
             "identical": dict(self.identical),
+            "ties": dict(self.ties),
             "compared": self.compared,
         }
 
@@ -184,6 +208,7 @@ def aggregate(prompts: Sequence[PromptResult], modes: Sequence[str]) -> dict[str
             "tau_histogram": _histogram(prompts, mode),
             "speedup_median": statistics.median(prompt.speedup(mode) for prompt in prompts),
             "identical": sum(prompt.identical.get(mode, 0) for prompt in prompts),
+            "ties": sum(prompt.ties.get(mode, 0) for prompt in prompts),
             "compared": sum(prompt.compared for prompt in prompts),
         }
         if mode == DRAFTER:
@@ -286,9 +311,11 @@ class _Runner:
         max_new_tokens: int,
         temperature: float,
         prompt_lookup_tokens: int | None,
+        hybrid_tokens: int | None = None,
     ):
         self.target = target
         self.drafter = drafter
+        self.hybrid_tokens = hybrid_tokens
         self.device = target.device
         config = copy.deepcopy(target.generation_config)
         config.max_new_tokens = max_new_tokens
@@ -302,7 +329,7 @@ class _Runner:
             config.do_sample, config.temperature, config.top_k, config.top_p = False, None, None, None
         if config.pad_token_id is None:
             config.pad_token_id = config.eos_token_id
-        self.configs = {PLAIN: config, DRAFTER: config}
+        self.configs = {PLAIN: config, DRAFTER: config, HYBRID: config}
         if prompt_lookup_tokens is not None:
             self.configs[PROMPT_LOOKUP] = copy.deepcopy(config)
             self.configs[PROMPT_LOOKUP].prompt_lookup_num_tokens = prompt_lookup_tokens
@@ -314,8 +341,10 @@ class _Runner:
         if mode in ASSISTED_MODES:
             recorder = RoundRecorder()
             kwargs["streamer"] = recorder
-        if mode == DRAFTER:
+        if mode in (DRAFTER, HYBRID):
             kwargs["assistant_model"] = self.drafter
+            # The same drafter alone, or with prompt-lookup copies (read when its generation starts).
+            self.drafter.generation_config.prompt_lookup_num_tokens = self.hybrid_tokens if mode == HYBRID else None
         attention_mask = torch.ones_like(input_ids)
         torch.manual_seed(seed)
         _sync(self.device)
@@ -328,7 +357,7 @@ class _Runner:
         token_ids = output[0, input_ids.shape[1] :].tolist()
         if recorder is None:  # plain decoding: one target forward per token
             return TurnRun(token_ids=token_ids, seconds=seconds, rounds=len(token_ids))
-        if mode == DRAFTER:
+        if mode in (DRAFTER, HYBRID):
             self._check_draft_rounds(len(recorder.round_sizes))
         return TurnRun(
             token_ids=token_ids, seconds=seconds, rounds=len(recorder.round_sizes), round_sizes=recorder.round_sizes
@@ -387,6 +416,8 @@ def _divergence(
         context=tokenizer.decode(plain[max(0, position - 12) : position]),
         top2_logit_gap=float(top2[0] - top2[1]),
         logit_gap=float(logits[plain_token] - logits[other_token]) if min(plain_token, other_token) >= 0 else 0.0,
+        dtype=str(target.dtype).removeprefix("torch."),
+        tie=min(plain_token, other_token) >= 0 and is_numerical_tie(float(top2[0]), float(top2[1]), target.dtype),
     )
 
 
@@ -400,6 +431,7 @@ def run_bench(
     temperature: float = 0.0,
     warmup: int = 1,
     prompt_lookup_tokens: int | None = 10,
+    hybrid_tokens: int | None = None,
     draft_length: int | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -420,6 +452,9 @@ def run_bench(
         temperature: 0 = greedy with the lossless check; > 0 = pure temperature sampling (no identity check).
         warmup: untimed warm-up generations per mode, on the first prompt, before measuring.
         prompt_lookup_tokens: `prompt_lookup_num_tokens` of the prompt-lookup baseline; `None` skips that mode.
+        hybrid_tokens: also run the drafter with prompt-lookup copies of up to this many tokens (the `hybrid` mode,
+            `drafter.generation_config.prompt_lookup_num_tokens`); `None` skips it. The `drafter` mode always runs
+            the drafter alone.
         draft_length: draft tokens per round, overriding `drafter.generation_config.num_assistant_tokens` for the run.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
@@ -432,12 +467,15 @@ def run_bench(
         raise ValueError("No prompts to benchmark.")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    modes = MODES if prompt_lookup_tokens is not None else (PLAIN, DRAFTER)
+    modes = (PLAIN, DRAFTER)
+    modes += (PROMPT_LOOKUP,) if prompt_lookup_tokens is not None else ()
+    modes += (HYBRID,) if hybrid_tokens is not None else ()
     device = target.device
     lossless_check = temperature <= 0
     machine = machine_info(device)
     drafter_config = drafter.generation_config
     original_draft_length = drafter_config.num_assistant_tokens
+    original_lookup_tokens = getattr(drafter_config, "prompt_lookup_num_tokens", None)
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
     runner = _Runner(
@@ -446,6 +484,7 @@ def run_bench(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         prompt_lookup_tokens=prompt_lookup_tokens,
+        hybrid_tokens=hybrid_tokens,
     )
     settings = {
         "max_new_tokens": max_new_tokens,
@@ -459,6 +498,8 @@ def run_bench(
         "confidence_threshold": float(drafter_config.assistant_confidence_threshold or 0.0),
         "prompt_lookup_tokens": prompt_lookup_tokens,
         "prompt_lookup_max_ngram": PROMPT_LOOKUP_NGRAM if prompt_lookup_tokens is not None else None,
+        "hybrid_tokens": hybrid_tokens,
+        "hybrid_copy_confidence": float(getattr(drafter_config, "copy_confidence", None) or 0.0),
         "modes": list(modes),
         "order": "interleaved per turn, rotating",
         "dtype": str(target.dtype).removeprefix("torch."),
@@ -505,6 +546,7 @@ def run_bench(
                             result.identical[mode] += 1
                         else:
                             divergences.append(found)
+                            result.ties[mode] = result.ties.get(mode, 0) + int(found.tie)
                 history.append({"role": "assistant", "content": result.responses[PLAIN][-1]})
             results.append(result)
             bar.set_postfix(
@@ -514,6 +556,7 @@ def run_bench(
         draft_timing = time_draft_step(drafter, repetitions=draft_step_repetitions) if draft_step_repetitions else None
     finally:
         drafter_config.num_assistant_tokens = original_draft_length
+        drafter_config.prompt_lookup_num_tokens = original_lookup_tokens
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
     return BenchResult(
@@ -550,6 +593,8 @@ __all__ = [
     "TurnRun",
     "aggregate",
     "followeval_summary",
+    "is_numerical_tie",
+    "logit_resolution",
     "machine_info",
     "run_bench",
 ]
