@@ -25,7 +25,8 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check coral_hf tests examples
+	$(VENV)/bin/ruff check coral_hf tests examples scripts
+	$(VENV)/bin/ruff format --check coral_hf tests examples scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,19 +7,13 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_target, train_tiny_drafter
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from conftest import make_chat_tokenizer, make_tiny_target, train_tiny_drafter
 
 from coral_hf.commands import bench as bench_command
 from coral_hf.eval.bench import DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, _divergence, followeval_summary, run_bench
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 QUESTIONS = [
     {"question_id": 1, "category": "writing", "turns": ["Write a short poem about the sea.", "Now make it rhyme."]},
     {"question_id": 2, "category": "writing", "turns": ["Describe a quiet morning."]},
@@ -31,21 +25,8 @@ MAX_NEW_TOKENS = 12
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    """A byte-level BPE tokenizer trained in code, with a ChatML chat template."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    corpus = [turn for question in QUESTIONS for turn in question["turns"]] + ["user assistant system"]
-    backend.train_from_iterator(corpus * 5, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", unk_token="<|endoftext|>")
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
+    """A byte-level BPE tokenizer trained in code on the questions, with a ChatML chat template."""
+    return make_chat_tokenizer([turn for question in QUESTIONS for turn in question["turns"]], vocab_size=300)
 
 
 @pytest.fixture(scope="module")

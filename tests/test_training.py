@@ -11,9 +11,8 @@ import random
 
 import pytest
 import torch
-from conftest import make_tiny_target
+from conftest import make_chat_tokenizer, make_tiny_target
 from safetensors.torch import load_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, TrainerCallback
 
 from coral_hf import CoralDrafter, load_drafter
@@ -25,31 +24,12 @@ from coral_hf.training import (
 )
 from coral_hf.training.objective import CoralLossConfig
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 WORDS = "zero one two three four five six seven eight nine ten apple banana cherry red green blue cat dog".split()
 
 
 def chat_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (320 tokens) with a ChatML template, trained in code on the synthetic vocabulary."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator([" ".join(WORDS)] * 5 + ["user assistant continue"], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>"
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
+    return make_chat_tokenizer([" ".join(WORDS), "continue"], vocab_size=320)
 
 
 def synthetic_conversations(count: int, seed: int = 0) -> list[list[dict[str, str]]]:

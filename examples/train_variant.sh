@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ablation / shipped-drafter training at an equal budget: same data, features, steps, seed; only the objective varies.
-# usage: scripts/train_variant.sh NAME UNROLL_STEPS CSRA_WEIGHT   (EPOCHS=3 for the shipped run; outputs under $RUNS, default runs/)
+# usage: examples/train_variant.sh NAME UNROLL_STEPS CSRA_WEIGHT   (EPOCHS=3 for the shipped run; outputs under $RUNS, default runs/)
 set -euo pipefail
 name=$1; unroll=$2; csra=$3
 cd "$(dirname "$0")/.." && . .venv/bin/activate
