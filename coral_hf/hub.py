@@ -65,8 +65,12 @@ DRAFTER_FILE_PATTERNS = (
 # Checkpoint formats that are loaded by unpickling, i.e. by running code from the file.
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.joblib", "*.npy", "*.npz")
 # Weight files a push replaces: stale shards or pickles of an earlier push are deleted in the same commit.
-_STALE_WEIGHT_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
-                          "pytorch_model.bin.index.json")
+_STALE_WEIGHT_PATTERNS = (
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -144,16 +148,24 @@ def _eval_table(eval_results: Any) -> list[str]:
     if not eval_results:
         return []
     if isinstance(eval_results, Mapping) and not any(key in eval_results for key in ("tau", "speedup")):
-        rows = [{"prompts": name, **dict(result)} for name, result in sorted(eval_results.items())
-                if isinstance(result, Mapping)]
+        rows = [
+            {"prompts": name, **dict(result)}
+            for name, result in sorted(eval_results.items())
+            if isinstance(result, Mapping)
+        ]
     elif isinstance(eval_results, Mapping):
         rows = [dict(eval_results)]
     else:
         rows = [dict(result) for result in eval_results if isinstance(result, Mapping)]
     if not rows:
         return []
-    columns = [("prompts", "Prompts"), ("draft_length", "Draft length"), ("tau", "tau"), ("speedup", "Speedup"),
-               ("device", "Device")]
+    columns = [
+        ("prompts", "Prompts"),
+        ("draft_length", "Draft length"),
+        ("tau", "tau"),
+        ("speedup", "Speedup"),
+        ("device", "Device"),
+    ]
     known = {key for key, _ in columns}
     has_notes = any(set(row) - known for row in rows)
     header = [title for _, title in columns] + (["Notes"] if has_notes else [])
@@ -258,7 +270,10 @@ def render_model_card(
         "eval_table": _eval_table(config.eval_results),
     }
     environment = jinja2.Environment(
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
     template = environment.from_string(TEMPLATE_PATH.read_text(encoding="utf-8"))
@@ -266,8 +281,12 @@ def render_model_card(
     return ModelCard(text, ignore_metadata_errors=False)
 
 
-def write_model_card(drafter: CoralDrafter | str | os.PathLike, output_dir: str | os.PathLike,
-                     repo_id: str | None = None, **card_kwargs: Any) -> Path:
+def write_model_card(
+    drafter: CoralDrafter | str | os.PathLike,
+    output_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    **card_kwargs: Any,
+) -> Path:
     """Render the card of `drafter` into `output_dir/README.md` (written atomically); returns its path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -350,11 +369,15 @@ def _clear_hub_error(error: Exception, repo_id: str, revision: str | None) -> Ex
             f"Pull it once while online, or pass a local directory.\n\n{error}"
         )
     if isinstance(error, RevisionNotFoundError):
-        message = (f"Revision '{revision}' does not exist in drafter repo '{repo_id}'. Check the branch, tag or "
-                   "commit name (`huggingface_hub.list_repo_refs` lists them).")
+        message = (
+            f"Revision '{revision}' does not exist in drafter repo '{repo_id}'. Check the branch, tag or "
+            "commit name (`huggingface_hub.list_repo_refs` lists them)."
+        )
     elif isinstance(error, RepositoryNotFoundError):
-        message = (f"Drafter repo '{repo_id}' was not found (revision '{revision or 'main'}'). Check the repo id; "
-                   "for a private repo, pass a token with read access (or log in with `hf auth login`).")
+        message = (
+            f"Drafter repo '{repo_id}' was not found (revision '{revision or 'main'}'). Check the repo id; "
+            "for a private repo, pass a token with read access (or log in with `hf auth login`)."
+        )
     elif isinstance(error, HfHubHTTPError) and isinstance(error, EntryNotFoundError):
         message = f"A file is missing from the {where}."
     else:
@@ -372,8 +395,9 @@ def _stage_files(drafter: CoralDrafter | str | os.PathLike, staging: Path) -> Pa
     check_safetensors_only(directory)
     model_type = json.loads((directory / "config.json").read_text()).get("model_type")
     if model_type != CoralConfig.model_type:
-        raise ValueError(f"{directory} holds a {model_type!r} model, not a CORAL drafter "
-                         f"({CoralConfig.model_type!r}).")
+        raise ValueError(
+            f"{directory} holds a {model_type!r} model, not a CORAL drafter ({CoralConfig.model_type!r})."
+        )
     return directory
 
 
@@ -432,19 +456,25 @@ def push_drafter(
             card_text = str(card)
 
         names = sorted(p.name for p in directory.iterdir() if p.is_file() and _matches(p.name, DRAFTER_FILE_PATTERNS))
-        operations: list[Any] = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name))
-                                 for name in names]
+        operations: list[Any] = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name)) for name in names
+        ]
         operations.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card_text.encode("utf-8")))
         try:
             remote = api.list_repo_files(repo_id, revision=revision)
         except (RevisionNotFoundError, EntryNotFoundError):
             remote = []
-        stale = [name for name in remote if "/" not in name and name not in names
-                 and _matches(name, _STALE_WEIGHT_PATTERNS)]
+        stale = [
+            name for name in remote if "/" not in name and name not in names and _matches(name, _STALE_WEIGHT_PATTERNS)
+        ]
         operations.extend(CommitOperationDelete(path_in_repo=name) for name in stale)
 
-        logger.info("Pushing CORAL drafter to %s (revision %s): %s", repo_id, revision or "main",
-                    ", ".join([*names, CARD_NAME]))
+        logger.info(
+            "Pushing CORAL drafter to %s (revision %s): %s",
+            repo_id,
+            revision or "main",
+            ", ".join([*names, CARD_NAME]),
+        )
         commit = api.create_commit(
             repo_id,
             operations=operations,
@@ -491,8 +521,9 @@ def download_drafter(
         raise _clear_hub_error(error, repo_id, revision) from error
     directory = Path(snapshot)
     if not (directory / "config.json").is_file() or not _weight_files(os.listdir(directory)):
-        raise FileNotFoundError(f"The {_describe(repo_id, revision)} (in {directory}) lacks config.json or "
-                                "model.safetensors.")
+        raise FileNotFoundError(
+            f"The {_describe(repo_id, revision)} (in {directory}) lacks config.json or model.safetensors."
+        )
     return _copy_drafter_files(directory, output_dir)
 
 
@@ -529,8 +560,9 @@ def pull_drafter(
         local_files_only: use the cache only (also implied by `HF_HUB_OFFLINE=1`).
         from_pretrained_kwargs: passed to `CoralDrafter.from_pretrained` (e.g. `dtype`).
     """
-    directory = download_drafter(repo_id, revision=revision, output_dir=output_dir, token=token,
-                                 local_files_only=local_files_only)
+    directory = download_drafter(
+        repo_id, revision=revision, output_dir=output_dir, token=token, local_files_only=local_files_only
+    )
     try:
         drafter = CoralDrafter.from_pretrained(directory, target=target, **from_pretrained_kwargs)
     except CoralTargetMismatchError as error:

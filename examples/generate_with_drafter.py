@@ -1,8 +1,8 @@
 """Generate with a CORAL drafter: the same greedy tokens as plain `generate`, in fewer target forwards.
 
-    python examples/generate_with_drafter.py                      # embedded SmolLM2 target and its shipped drafter
-    python examples/generate_with_drafter.py --target ./my-model --drafter ./my-drafter --prompt "Hello"
-    python examples/generate_with_drafter.py --hybrid 4           # drafter + prompt-lookup copies of up to 4 tokens
+python examples/generate_with_drafter.py                      # embedded SmolLM2 target and its shipped drafter
+python examples/generate_with_drafter.py --target ./my-model --drafter ./my-drafter --prompt "Hello"
+python examples/generate_with_drafter.py --hybrid 4           # drafter + prompt-lookup copies of up to 4 tokens
 """
 
 from __future__ import annotations

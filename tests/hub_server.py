@@ -59,8 +59,18 @@ REPO_TYPES = ("model", "dataset", "space")
 _URL_PREFIX_TO_TYPE = {"datasets": "dataset", "spaces": "space"}
 _API_PLURAL_TO_TYPE = {"models": "model", "datasets": "dataset", "spaces": "space"}
 DEFAULT_LFS_PATTERNS = (
-    "*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.gguf", "*.npy",
-    "*.zip", "*.tar.gz",
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.h5",
+    "*.msgpack",
+    "*.onnx",
+    "*.gguf",
+    "*.npy",
+    "*.zip",
+    "*.tar.gz",
 )
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in DEFAULT_LFS_PATTERNS)
@@ -85,8 +95,14 @@ def _now() -> str:
 class HubError(Exception):
     """An HTTP error answer, with the `X-Error-Code` header the client maps to a typed exception."""
 
-    def __init__(self, status: int, message: str, error_code: str | None = None, headers: dict | None = None,
-                 body: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_code: str | None = None,
+        headers: dict | None = None,
+        body: dict | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -306,8 +322,13 @@ class HubServer:
         sha256 = self._store_object(data)
         if lfs:
             pointer = lfs_pointer(sha256, len(data))
-            return {"sha256": sha256, "size": len(data), "lfs": True, "blob_id": git_blob_sha1(pointer),
-                    "pointer_size": len(pointer)}
+            return {
+                "sha256": sha256,
+                "size": len(data),
+                "lfs": True,
+                "blob_id": git_blob_sha1(pointer),
+                "pointer_size": len(pointer),
+            }
         return {"sha256": sha256, "size": len(data), "lfs": False, "blob_id": git_blob_sha1(data)}
 
     def _is_lfs_path(self, path: str, size: int, sample: bytes) -> bool:
@@ -439,8 +460,13 @@ class _HubHandler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as err:
             raise HubError(400, f"Invalid JSON body: {err}") from err
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self._status = status
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -526,15 +552,17 @@ class _HubHandler(BaseHTTPRequestHandler):
     # -------------------------------------------------------------- account
     def _whoami(self) -> None:
         user = self._require_user()
-        self._send_json({
-            "type": "user",
-            "id": hashlib.sha1(user.encode()).hexdigest()[:24],
-            "name": user,
-            "fullname": user,
-            "email": None,
-            "orgs": [{"type": "org", "name": org} for org in self.hub.users[user]["orgs"]],
-            "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
-        })
+        self._send_json(
+            {
+                "type": "user",
+                "id": hashlib.sha1(user.encode()).hexdigest()[:24],
+                "name": user,
+                "fullname": user,
+                "email": None,
+                "orgs": [{"type": "org", "name": org} for org in self.hub.users[user]["orgs"]],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
+            }
+        )
 
     def _validate_yaml(self) -> None:
         import yaml
@@ -649,22 +677,24 @@ class _HubHandler(BaseHTTPRequestHandler):
         path = path.strip("/")
         prefix = f"{path}/" if path else ""
         if path and path not in _all_dirs(files):
-            raise HubError(404, f"{path} does not exist at revision {revision}", "EntryNotFound",
-                           {"X-Repo-Commit": sha})
+            raise HubError(
+                404, f"{path} does not exist at revision {revision}", "EntryNotFound", {"X-Repo-Commit": sha}
+            )
         entries: list[dict[str, Any]] = []
         seen_dirs: set[str] = set()
         for file_path in sorted(files):
             if not file_path.startswith(prefix):
                 continue
-            relative = file_path[len(prefix):]
+            relative = file_path[len(prefix) :]
             parts = relative.split("/")
             # directories between `path` and this file
             for depth in range(1, len(parts)):
                 directory = prefix + "/".join(parts[:depth])
                 if directory not in seen_dirs and (recursive or depth == 1):
                     seen_dirs.add(directory)
-                    entries.append({"type": "directory", "oid": _tree_id(files, directory), "size": 0,
-                                    "path": directory})
+                    entries.append(
+                        {"type": "directory", "oid": _tree_id(files, directory), "size": 0, "path": directory}
+                    )
             if recursive or len(parts) == 1:
                 entries.append(_tree_file(file_path, files[file_path]))
         self._send_json(entries)
@@ -693,12 +723,14 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _refs(self, repo_type: str, repo_id: str) -> None:
         repo_dir, _ = self.hub._repo_meta(repo_type, repo_id, self.user)
         refs = self.hub._read_refs(repo_dir)
-        self._send_json({
-            "branches": [_ref(name, "heads", sha) for name, sha in refs["branches"].items()],
-            "tags": [_ref(name, "tags", sha) for name, sha in refs["tags"].items()],
-            "converts": [],
-            "pullRequests": [],
-        })
+        self._send_json(
+            {
+                "branches": [_ref(name, "heads", sha) for name, sha in refs["branches"].items()],
+                "tags": [_ref(name, "tags", sha) for name, sha in refs["tags"].items()],
+                "converts": [],
+                "pullRequests": [],
+            }
+        )
 
     def _commits(self, repo_type: str, repo_id: str, revision: str) -> None:
         self.hub._repo_meta(repo_type, repo_id, self.user)
@@ -715,8 +747,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         sha = hub._resolve(repo_dir, repo_type, repo_id, revision)
         files = hub._read_commit(repo_dir, sha)["files"]
         if path not in files:
-            raise HubError(404, f"Entry not found: {path} at revision {revision}", "EntryNotFound",
-                           {"X-Repo-Commit": sha})
+            raise HubError(
+                404, f"Entry not found: {path} at revision {revision}", "EntryNotFound", {"X-Repo-Commit": sha}
+            )
         entry = files[path]
         headers = {"X-Repo-Commit": sha, "Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
         if entry["lfs"]:
@@ -739,11 +772,12 @@ class _HubHandler(BaseHTTPRequestHandler):
                 else:
                     start, end = max(size - int(match.group(2)), 0), size - 1
                 if start >= size:
-                    raise HubError(416, "Requested range not satisfiable",
-                                   headers={"Content-Range": f"bytes */{size}"})
+                    raise HubError(
+                        416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+                    )
                 end = min(end, size - 1)
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-                data, status = data[start:end + 1], 206
+                data, status = data[start : end + 1], 206
         self._send(status, data, headers, content_type="application/octet-stream")
 
     # -------------------------------------------------------------- write API
@@ -826,8 +860,13 @@ class _HubHandler(BaseHTTPRequestHandler):
                         raise HubError(422, f"LFS object {oid} for {path} was never uploaded")
                     size = obj.stat().st_size
                     pointer = lfs_pointer(oid, size)
-                    files[path] = {"sha256": oid, "size": size, "lfs": True, "blob_id": git_blob_sha1(pointer),
-                                   "pointer_size": len(pointer)}
+                    files[path] = {
+                        "sha256": oid,
+                        "size": size,
+                        "lfs": True,
+                        "blob_id": git_blob_sha1(pointer),
+                        "pointer_size": len(pointer),
+                    }
                 elif key == "deletedFile":
                     if path not in files:
                         raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
@@ -844,13 +883,15 @@ class _HubHandler(BaseHTTPRequestHandler):
             refs["branches"][revision] = sha
             hub._write_refs(repo_dir, refs)
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
-        self._send_json({
-            "success": True,
-            "commitOid": sha,
-            "commitUrl": f"{self._base_url()}/{prefix}{repo_id}/commit/{sha}",
-            "hookOutput": "",
-            "pullRequestUrl": None,
-        })
+        self._send_json(
+            {
+                "success": True,
+                "commitOid": sha,
+                "commitUrl": f"{self._base_url()}/{prefix}{repo_id}/commit/{sha}",
+                "hookOutput": "",
+                "pullRequestUrl": None,
+            }
+        )
 
     def _branch(self, method: str, repo_type: str, repo_id: str, branch: str) -> None:
         hub = self.hub
@@ -860,8 +901,11 @@ class _HubHandler(BaseHTTPRequestHandler):
             refs = hub._read_refs(repo_dir)
             if method == "DELETE":
                 if branch not in refs["branches"] or branch == "main":
-                    raise HubError(404 if branch != "main" else 403, f"Cannot delete branch {branch}",
-                                   "RevisionNotFound" if branch != "main" else None)
+                    raise HubError(
+                        404 if branch != "main" else 403,
+                        f"Cannot delete branch {branch}",
+                        "RevisionNotFound" if branch != "main" else None,
+                    )
                 del refs["branches"][branch]
             else:
                 if branch in refs["branches"]:
@@ -910,8 +954,11 @@ class _HubHandler(BaseHTTPRequestHandler):
                     "verify": {"href": f"{self._base_url()}/{prefix}{repo_id}.git/info/lfs/objects/verify"},
                 }
             objects.append(entry)
-        self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
-                   content_type="application/vnd.git-lfs+json")
+        self._send(
+            200,
+            json.dumps({"transfer": "basic", "objects": objects}).encode(),
+            content_type="application/vnd.git-lfs+json",
+        )
 
     def _lfs_upload(self, oid: str) -> None:
         # Presigned-style URL: no Authorization header, the signature in the query authorises it.
@@ -1010,28 +1057,45 @@ def _config_summary(hub: HubServer, commit: dict[str, Any]) -> dict[str, Any] | 
 
 
 # ---------------------------------------------------------------------------------------- client setup
-def subprocess_env(server: HubServer, hf_home: str | os.PathLike, *, offline: bool = False,
-                   token: bool = True, base: dict[str, str] | None = None) -> dict[str, str]:
+def subprocess_env(
+    server: HubServer,
+    hf_home: str | os.PathLike,
+    *,
+    offline: bool = False,
+    token: bool = True,
+    base: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Environment for a fresh Python process that talks to `server` with its own HF_HOME.
 
     `huggingface_hub` reads `HF_ENDPOINT`, `HF_HOME` and `HF_HUB_OFFLINE` at import time, so a
     subprocess with these variables is the most faithful test of "HF_ENDPOINT is honoured".
     """
     env = dict(os.environ if base is None else base)
-    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN",
-                "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_XET_CACHE", "HF_ASSETS_CACHE", "XDG_CACHE_HOME"):
+    for key in (
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_TOKEN_PATH",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_XET_CACHE",
+        "HF_ASSETS_CACHE",
+        "XDG_CACHE_HOME",
+    ):
         env.pop(key, None)
-    env.update({
-        "HF_ENDPOINT": server.url,
-        "HF_HOME": str(hf_home),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-        "HF_HUB_DISABLE_XET": "1" if server.lfs else "0",
-        "HF_HUB_ETAG_TIMEOUT": "5",
-        "HF_HUB_DOWNLOAD_TIMEOUT": "10",
-        "TOKENIZERS_PARALLELISM": "false",
-    })
+    env.update(
+        {
+            "HF_ENDPOINT": server.url,
+            "HF_HOME": str(hf_home),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+            "HF_HUB_DISABLE_XET": "1" if server.lfs else "0",
+            "HF_HUB_ETAG_TIMEOUT": "5",
+            "HF_HUB_DOWNLOAD_TIMEOUT": "10",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     if token:
         env["HF_TOKEN"] = server.token
     else:
@@ -1042,8 +1106,9 @@ def subprocess_env(server: HubServer, hf_home: str | os.PathLike, *, offline: bo
 
 
 @contextlib.contextmanager
-def hub_environment(server: HubServer, hf_home: str | os.PathLike, *, token: bool = True,
-                    offline: bool = False) -> Iterator[None]:
+def hub_environment(
+    server: HubServer, hf_home: str | os.PathLike, *, token: bool = True, offline: bool = False
+) -> Iterator[None]:
     """Point the already-imported `huggingface_hub` / `transformers` of this process at `server`.
 
     `huggingface_hub` copies `HF_ENDPOINT` / `HF_HOME` into `huggingface_hub.constants` at import
@@ -1088,8 +1153,15 @@ def hub_environment(server: HubServer, hf_home: str | os.PathLike, *, token: boo
         "HF_HUB_DISABLE_XET": "1" if server.lfs else "0",
         "HF_TOKEN": server.token if token else None,
         "HF_HUB_OFFLINE": "1" if offline else None,
-        **dict.fromkeys(("TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HUGGING_FACE_HUB_TOKEN",
-                         "HF_TOKEN_PATH")),
+        **dict.fromkeys(
+            (
+                "TRANSFORMERS_OFFLINE",
+                "HF_HUB_CACHE",
+                "HUGGINGFACE_HUB_CACHE",
+                "HUGGING_FACE_HUB_TOKEN",
+                "HF_TOKEN_PATH",
+            )
+        ),
     }
     saved_attrs = {key: getattr(*key) for key in new_values}
     saved_env = {key: os.environ.get(key) for key in env_updates}

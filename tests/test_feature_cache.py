@@ -97,8 +97,9 @@ def test_stale_cache_is_refused(setup, tmp_path):
     with pytest.raises(StaleFeatureCacheError, match="dtype: cache has 'bfloat16', expected 'float16'"):
         build(target, train, cache_dir, dtype=torch.float16)
     with pytest.raises(StaleFeatureCacheError, match="does not match"):
-        FeatureCacheDataset(cache_dir, expected={**json.loads((cache_dir / "manifest.json").read_text()),
-                                                 "data_sha256": "0" * 64})
+        FeatureCacheDataset(
+            cache_dir, expected={**json.loads((cache_dir / "manifest.json").read_text()), "data_sha256": "0" * 64}
+        )
     (cache_dir / "manifest.json").unlink()  # shards of unknown origin
     with pytest.raises(StaleFeatureCacheError, match="no manifest.json"):
         build(target, train, cache_dir)
@@ -152,10 +153,18 @@ def test_interrupted_build_resumes(setup, tmp_path):
 
 def test_training_on_cached_features(setup, tmp_path):
     target, tokenizer, train, heldout = setup
-    args = tiny_args(tmp_path / "run", max_steps=3, feature_cache_dir=str(tmp_path / "features"), max_length=64,
-                     eval_strategy="steps", eval_steps=3, acceptance_eval_on_start=False)
-    trainer = CoralTrainer(model=new_drafter(target), args=args, train_dataset=train, eval_dataset=heldout,
-                           processing_class=tokenizer)
+    args = tiny_args(
+        tmp_path / "run",
+        max_steps=3,
+        feature_cache_dir=str(tmp_path / "features"),
+        max_length=64,
+        eval_strategy="steps",
+        eval_steps=3,
+        acceptance_eval_on_start=False,
+    )
+    trainer = CoralTrainer(
+        model=new_drafter(target), args=args, train_dataset=train, eval_dataset=heldout, processing_class=tokenizer
+    )
     assert isinstance(trainer.train_dataset, FeatureCacheDataset)
     assert isinstance(trainer.eval_dataset, FeatureCacheDataset)
     assert sorted(path.name for path in (tmp_path / "features").iterdir()) == ["eval", "train"]

@@ -47,8 +47,13 @@ from coral_hf.hub import (
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RECIPE = {"dataset": "anon8231489123/ShareGPT_Vicuna_unfiltered", "steps": 2000, "unroll_steps": 3,
-          "loss": {"csra_weight": 0.1, "csra_temperature": 0.1}, "lr": 3e-5}
+RECIPE = {
+    "dataset": "anon8231489123/ShareGPT_Vicuna_unfiltered",
+    "steps": 2000,
+    "unroll_steps": 3,
+    "loss": {"csra_weight": 0.1, "csra_temperature": 0.1},
+    "lr": 3e-5,
+}
 EVAL = {"tau": 3.1, "speedup": 1.8, "draft_length": 5, "prompts": "sharegpt-heldout", "device": "cpu"}
 
 
@@ -91,8 +96,14 @@ def drafter(target: PreTrainedModel) -> CoralDrafter:
 
 
 def _run(code: str, env: dict[str, str], timeout: int = 180) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, f"subprocess failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}"
     return result
 
@@ -115,8 +126,9 @@ def _cli_in_process(args: list[str]) -> int:
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([*_cli_command(), *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        [*_cli_command(), *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180
+    )
 
 
 def _assert_same_weights(dir_a: Path, dir_b: Path) -> None:
@@ -232,8 +244,10 @@ def test_server_commits_are_atomic(hub: HubServer):
     repo_id = HfApi().create_repo("server-atomic").repo_id
     head = hub.branch_head(repo_id)
     header = {"key": "header", "value": {"summary": "partial"}}
-    good_file = {"key": "file", "value": {"path": "good.txt", "content": base64.b64encode(b"ok").decode(),
-                                          "encoding": "base64"}}
+    good_file = {
+        "key": "file",
+        "value": {"path": "good.txt", "content": base64.b64encode(b"ok").decode(), "encoding": "base64"},
+    }
     missing_lfs = {"key": "lfsFile", "value": {"path": "w.safetensors", "algo": "sha256", "oid": "ab" * 32}}
     # An operation that fails validation after a valid one: nothing of the commit lands.
     assert _raw_commit(hub, repo_id, [header, good_file, missing_lfs]) == 422
@@ -318,8 +332,14 @@ def test_model_card_content(drafter: CoralDrafter, tmp_path: Path):
     drafter.save_pretrained(tmp_path)
     assert str(render_model_card(tmp_path, "coral-tester/tiny-drafter")) == text
 
-    config = drafter.config.__class__(**{**drafter.config.to_dict(), "training_recipe": None, "eval_results": None,
-                                         "target_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"})
+    config = drafter.config.__class__(
+        **{
+            **drafter.config.to_dict(),
+            "training_recipe": None,
+            "eval_results": None,
+            "target_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        }
+    )
     bare = str(render_model_card(config))
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in bare
     assert "may be untrained" in bare and "No measurements" in bare
@@ -331,8 +351,13 @@ def test_push_then_pull_in_fresh_process(hub: HubServer, drafter: CoralDrafter, 
     commit = push_drafter(drafter, repo_id, commit_message="first drafter")
     assert hub.branch_head(repo_id) == commit.oid
     files = HfApi().list_repo_files(repo_id)
-    assert sorted(files) == [".gitattributes", "README.md", "config.json", "generation_config.json",
-                             "model.safetensors"]
+    assert sorted(files) == [
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ]
     assert len(hub.commit_ids(repo_id)) == 2  # "initial commit" + one commit holding everything
     pushed_card = hub.read_file(repo_id, "README.md").decode()
     assert pushed_card == str(render_model_card(drafter, repo_id))
@@ -375,8 +400,9 @@ def test_drafter_push_to_hub_matches_push_drafter(hub: HubServer, drafter: Coral
     assert card_b == str(render_model_card(drafter, b))
 
 
-def test_cli_push_pull_and_offline_pull(hub: HubServer, drafter: CoralDrafter, target_dir: Path, tmp_path: Path,
-                                        capsys):
+def test_cli_push_pull_and_offline_pull(
+    hub: HubServer, drafter: CoralDrafter, target_dir: Path, tmp_path: Path, capsys
+):
     """`coral-hf push`, then `coral-hf pull` in fresh processes: online, then offline from the cache."""
     repo_id = f"{hub.username}/cli-round-trip"
     local = tmp_path / "drafter"
@@ -389,16 +415,20 @@ def test_cli_push_pull_and_offline_pull(hub: HubServer, drafter: CoralDrafter, t
     assert card == str(render_model_card(drafter, repo_id))
 
     online_dir, offline_dir = tmp_path / "online", tmp_path / "offline"
-    pulled = _cli(["pull", repo_id, "--target", str(target_dir), "--output-dir", str(online_dir)],
-                  subprocess_env(hub, hf_home, token=False))
+    pulled = _cli(
+        ["pull", repo_id, "--target", str(target_dir), "--output-dir", str(online_dir)],
+        subprocess_env(hub, hf_home, token=False),
+    )
     assert pulled.returncode == 0, pulled.stderr
     assert "matches target" in pulled.stdout
     _assert_same_weights(local, online_dir)
     assert (online_dir / "README.md").read_text() == card
 
     start = len(hub.requests)
-    offline = _cli(["pull", repo_id, "--target", str(target_dir), "--output-dir", str(offline_dir)],
-                   subprocess_env(hub, hf_home, offline=True, token=False))
+    offline = _cli(
+        ["pull", repo_id, "--target", str(target_dir), "--output-dir", str(offline_dir)],
+        subprocess_env(hub, hf_home, offline=True, token=False),
+    )
     assert offline.returncode == 0, offline.stderr
     assert _requests_since(hub, start) == []
     _assert_same_weights(local, offline_dir)
@@ -456,8 +486,9 @@ def _malicious_pickle(path: Path, marker: Path) -> None:
     path.write_bytes(pickle.dumps({"fc.weight": Payload()}))
 
 
-def test_pickle_checkpoints_are_refused_without_unpickling(hub: HubServer, drafter: CoralDrafter, target,
-                                                           tmp_path: Path):
+def test_pickle_checkpoints_are_refused_without_unpickling(
+    hub: HubServer, drafter: CoralDrafter, target, tmp_path: Path
+):
     marker = tmp_path / "UNPICKLED"
     pickled = tmp_path / "pickled"
     drafter.config.save_pretrained(pickled)
@@ -587,8 +618,9 @@ def test_trainer_pushes_the_drafter_card(hub: HubServer, target, tmp_path: Path,
         hub_model_id=repo_id,
         hub_strategy="every_save",  # authenticated by HF_TOKEN: a `hub_token` would be pickled into training_args.bin
     )
-    trainer = FeatureRegressionTrainer(model=student, args=args, train_dataset=Sequences(),
-                                       callbacks=[DrafterCardCallback()])
+    trainer = FeatureRegressionTrainer(
+        model=student, args=args, train_dataset=Sequences(), callbacks=[DrafterCardCallback()]
+    )
     trainer.train()
     trainer._finish_current_push()
     checkpoint_titles = [c.title for c in HfApi().list_repo_commits(repo_id)]

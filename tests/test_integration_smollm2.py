@@ -58,8 +58,9 @@ def test_shipped_drafter_loads_by_target_name_is_lossless_and_accepts_drafts(smo
         )
         plain = target.generate(**inputs, max_new_tokens=32, do_sample=False)
         recorder = RoundRecorder()
-        assisted = target.generate(**inputs, max_new_tokens=32, do_sample=False, assistant_model=drafter,
-                                   streamer=recorder)
+        assisted = target.generate(
+            **inputs, max_new_tokens=32, do_sample=False, assistant_model=drafter, streamer=recorder
+        )
         assert torch.equal(plain, assisted), prompt
         tokens += assisted.shape[1] - inputs["input_ids"].shape[1]
         rounds += len(recorder.round_sizes)

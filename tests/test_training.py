@@ -103,11 +103,20 @@ def test_training_lowers_the_loss_and_raises_tau_sim(setup, tmp_path):
     target_state = {name: tensor.clone() for name, tensor in target.state_dict().items()}
     drafter = new_drafter(target)
     args = tiny_args(
-        tmp_path, max_steps=40, eval_strategy="steps", eval_steps=20, unroll_steps=2, csra_weight=0.1,
-        unroll_warmup_ratio=0.2, csra_warmup_ratio=0.2, dataset_name="synthetic-chats", max_length=64,
+        tmp_path,
+        max_steps=40,
+        eval_strategy="steps",
+        eval_steps=20,
+        unroll_steps=2,
+        csra_weight=0.1,
+        unroll_warmup_ratio=0.2,
+        csra_warmup_ratio=0.2,
+        dataset_name="synthetic-chats",
+        max_length=64,
     )
-    trainer = CoralTrainer(model=drafter, args=args, train_dataset=train, eval_dataset=heldout,
-                           processing_class=tokenizer)
+    trainer = CoralTrainer(
+        model=drafter, args=args, train_dataset=train, eval_dataset=heldout, processing_class=tokenizer
+    )
     output = trainer.train()
 
     logs = train_logs(trainer)
@@ -163,8 +172,9 @@ def test_gradients_are_clipped_by_value(setup, tmp_path):
 
     probe = GradientProbe()
     args = tiny_args(tmp_path, max_steps=2, max_grad_value=1e-4, logging_steps=1)
-    trainer = CoralTrainer(model=new_drafter(target), args=args, train_dataset=train, processing_class=tokenizer,
-                           callbacks=[probe])
+    trainer = CoralTrainer(
+        model=new_drafter(target), args=args, train_dataset=train, processing_class=tokenizer, callbacks=[probe]
+    )
     trainer.train()
     assert len(probe.largest) == 2 and max(probe.largest) <= 1e-4
     assert all(entry["grad_norm"] > 1e-2 for entry in train_logs(trainer))  # pre-clipping norms were far larger
@@ -180,8 +190,9 @@ def test_trainer_rejects_what_it_cannot_train(setup, tmp_path):
     with pytest.raises(ValueError, match="csra_pairing"):
         tiny_args(tmp_path, csra_pairing="pairs")
     # `target=` attaches a detached drafter.
-    trainer = CoralTrainer(model=drafter, args=tiny_args(tmp_path), train_dataset=train, processing_class=tokenizer,
-                           target=target)
+    trainer = CoralTrainer(
+        model=drafter, args=tiny_args(tmp_path), train_dataset=train, processing_class=tokenizer, target=target
+    )
     assert trainer.model.target is target
 
 
@@ -214,8 +225,9 @@ def test_resume_continues_weights_and_schedule(setup, tmp_path):
 
     # A new process would start from a fresh drafter (another init) and the step-3 checkpoint.
     args = tiny_args(tmp_path / "resumed", max_steps=6, logging_steps=1, **schedule)
-    resumed = CoralTrainer(model=new_drafter(target, seed=1), args=args, train_dataset=train,
-                           processing_class=tokenizer)
+    resumed = CoralTrainer(
+        model=new_drafter(target, seed=1), args=args, train_dataset=train, processing_class=tokenizer
+    )
     resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-3"))
     assert resumed.state.global_step == 6
     assert [entry["step"] for entry in train_logs(resumed)] == [1, 2, 3, 4, 5, 6]  # the history carries over
@@ -250,10 +262,33 @@ def test_cli_trains_saves_and_resumes(saved_tiny_target, tmp_path, capsys):
 
     target_dir, data = saved_tiny_target
     output_dir = tmp_path / "drafter"
-    common = ["train", "--target", str(target_dir), "--data", str(data), "--output-dir", str(output_dir),
-              "--max-length", "64", "--batch-size", "8", "--learning-rate", "3e-3", "--draft-length", "3",
-              "--unroll-steps", "2", "--csra-weight", "0.1", "--heldout-fraction", "0.1", "--save-steps", "4",
-              "--logging-steps", "2"]
+    common = [
+        "train",
+        "--target",
+        str(target_dir),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(output_dir),
+        "--max-length",
+        "64",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "3e-3",
+        "--draft-length",
+        "3",
+        "--unroll-steps",
+        "2",
+        "--csra-weight",
+        "0.1",
+        "--heldout-fraction",
+        "0.1",
+        "--save-steps",
+        "4",
+        "--logging-steps",
+        "2",
+    ]
     assert main([*common, "--max-steps", "4"]) == 0
     printed = capsys.readouterr().out
     assert f"Drafter saved to {output_dir.resolve()} after 4 steps" in printed
@@ -286,15 +321,40 @@ def test_cli_help_and_defaults_match_the_training_arguments():
     register(parser.add_subparsers(dest="command"))
     train_parser = parser._subparsers._group_actions[0].choices["train"]
     text = train_parser.format_help()
-    for flag in ("--target", "--data", "--output-dir", "--max-steps", "--max-samples", "--max-length",
-                 "--unroll-steps", "--csra-weight", "--learning-rate", "--batch-size", "--gradient-accumulation-steps",
-                 "--epochs", "--feature-cache", "--resume", "--seed", "--draft-length", "--save-steps",
-                 "--eval-steps"):
+    for flag in (
+        "--target",
+        "--data",
+        "--output-dir",
+        "--max-steps",
+        "--max-samples",
+        "--max-length",
+        "--unroll-steps",
+        "--csra-weight",
+        "--learning-rate",
+        "--batch-size",
+        "--gradient-accumulation-steps",
+        "--epochs",
+        "--feature-cache",
+        "--resume",
+        "--seed",
+        "--draft-length",
+        "--save-steps",
+        "--eval-steps",
+    ):
         assert flag in text, flag
     cli = parser.parse_args(["train"])
     defaults = CoralTrainingArguments(output_dir="unused")
-    for name in ("unroll_steps", "unroll_warmup_ratio", "csra_weight", "csra_temperature", "csra_pairing",
-                 "csra_warmup_ratio", "topk_weight", "feature_noise", "learning_rate"):
+    for name in (
+        "unroll_steps",
+        "unroll_warmup_ratio",
+        "csra_weight",
+        "csra_temperature",
+        "csra_pairing",
+        "csra_warmup_ratio",
+        "topk_weight",
+        "feature_noise",
+        "learning_rate",
+    ):
         assert getattr(cli, name) == getattr(defaults, name), name
     assert cli.batch_size == defaults.per_device_train_batch_size
 
@@ -305,13 +365,48 @@ def test_cli_router_stage_trains_only_the_router_and_keeps_the_drafter(saved_tin
     from coral_hf.commands.train import main
 
     target_dir, data = saved_tiny_target
-    common = ["train", "--target", str(target_dir), "--data", str(data), "--max-length", "64", "--batch-size", "8",
-              "--learning-rate", "3e-3", "--heldout-fraction", "0.1", "--unroll-steps", "2", "--max-steps", "3"]
+    common = [
+        "train",
+        "--target",
+        str(target_dir),
+        "--data",
+        str(data),
+        "--max-length",
+        "64",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "3e-3",
+        "--heldout-fraction",
+        "0.1",
+        "--unroll-steps",
+        "2",
+        "--max-steps",
+        "3",
+    ]
     drafter_dir, router_dir = tmp_path / "drafter", tmp_path / "router"
     assert main([*common, "--output-dir", str(drafter_dir)]) == 0
     assert main([*common, "--output-dir", str(router_dir), "--stage", "router"]) == 1  # needs --init-from
-    assert main([*common, "--output-dir", str(router_dir), "--stage", "router", "--init-from", str(drafter_dir),
-                 "--num-groups", "8", "--active-groups", "2", "--group-strategy", "frequency"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--output-dir",
+                str(router_dir),
+                "--stage",
+                "router",
+                "--init-from",
+                str(drafter_dir),
+                "--num-groups",
+                "8",
+                "--active-groups",
+                "2",
+                "--group-strategy",
+                "frequency",
+            ]
+        )
+        == 0
+    )
 
     target = AutoModelForCausalLM.from_pretrained(target_dir)
     before = load_drafter(str(drafter_dir), target=target)

@@ -38,53 +38,102 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models = parser.add_argument_group("models")
-    models.add_argument("--target", default="smollm2-135m-instruct", metavar="NAME_OR_PATH",
-                        help="Target: `smollm2-135m-instruct` (embedded, default), a Hub id or a local path.")
-    models.add_argument("--drafter", metavar="PATH_OR_ID",
-                        help="Drafter directory or Hub id; `random` = an untrained drafter (seeded by --seed), the "
-                        "overhead floor. Default: the drafter shipped for the target.")
-    models.add_argument("--drafter-head", choices=("full", "router", "shortlist"),
-                        help="LM head the drafter drafts with: the full head, the CORAL router over vocabulary "
-                        "groups, or a static frequency shortlist; the latter two need a drafter with a grouped head "
-                        "(default: the drafter's own setting).")
-    models.add_argument("--draft-length", type=int, metavar="K",
-                        help="Draft tokens per round (overrides the drafter generation_config.num_assistant_tokens).")
+    models.add_argument(
+        "--target",
+        default="smollm2-135m-instruct",
+        metavar="NAME_OR_PATH",
+        help="Target: `smollm2-135m-instruct` (embedded, default), a Hub id or a local path.",
+    )
+    models.add_argument(
+        "--drafter",
+        metavar="PATH_OR_ID",
+        help="Drafter directory or Hub id; `random` = an untrained drafter (seeded by --seed), the "
+        "overhead floor. Default: the drafter shipped for the target.",
+    )
+    models.add_argument(
+        "--drafter-head",
+        choices=("full", "router", "shortlist"),
+        help="LM head the drafter drafts with: the full head, the CORAL router over vocabulary "
+        "groups, or a static frequency shortlist; the latter two need a drafter with a grouped head "
+        "(default: the drafter's own setting).",
+    )
+    models.add_argument(
+        "--draft-length",
+        type=int,
+        metavar="K",
+        help="Draft tokens per round (overrides the drafter generation_config.num_assistant_tokens).",
+    )
     models.add_argument("--device", default="cpu", help="Device of target and drafter (default: cpu).")
-    models.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
-                        help="Target dtype (default float32, which keeps the greedy comparison exact; auto: "
-                        "bfloat16 where the device has native bf16, e.g. CPU flags amx_bf16 / avx512_bf16). In "
-                        "bf16, divergences at numerical ties are reported apart from true ones.")
+    models.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16", "auto"),
+        help="Target dtype (default float32, which keeps the greedy comparison exact; auto: "
+        "bfloat16 where the device has native bf16, e.g. CPU flags amx_bf16 / avx512_bf16). In "
+        "bf16, divergences at numerical ties are reported apart from true ones.",
+    )
 
     prompts = parser.add_argument_group("prompts")
-    prompts.add_argument("--prompts", default="sharegpt-heldout", metavar="SET_OR_JSONL",
-                         help="`sharegpt-heldout` (default), `humaneval`, `mtbench`, `followeval`, or an MT-bench / "
-                         "Spec-Bench style JSONL file (question_id, category, turns).")
+    prompts.add_argument(
+        "--prompts",
+        default="sharegpt-heldout",
+        metavar="SET_OR_JSONL",
+        help="`sharegpt-heldout` (default), `humaneval`, `mtbench`, `followeval`, or an MT-bench / "
+        "Spec-Bench style JSONL file (question_id, category, turns).",
+    )
     prompts.add_argument("--categories", nargs="+", metavar="NAME", help="Only these categories.")
     prompts.add_argument("--limit", type=int, metavar="N", help="At most N prompts per category (file order).")
 
     generation = parser.add_argument_group("generation")
     generation.add_argument("--max-new-tokens", type=int, default=128, help="Tokens per turn (default: 128).")
-    generation.add_argument("--temperature", type=float, default=0.0,
-                            help="0 (default): greedy, with the lossless check. > 0: pure temperature sampling "
-                            "(speculative sampling keeps the target distribution; outputs are not compared).")
-    generation.add_argument("--prompt-lookup-tokens", type=int, default=10, metavar="N",
-                            help="prompt_lookup_num_tokens of the prompt-lookup baseline (default: 10: copied spans "
-                            "cost nothing to propose, only verification width; n-gram size 2).")
+    generation.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0 (default): greedy, with the lossless check. > 0: pure temperature sampling "
+        "(speculative sampling keeps the target distribution; outputs are not compared).",
+    )
+    generation.add_argument(
+        "--prompt-lookup-tokens",
+        type=int,
+        default=10,
+        metavar="N",
+        help="prompt_lookup_num_tokens of the prompt-lookup baseline (default: 10: copied spans "
+        "cost nothing to propose, only verification width; n-gram size 2).",
+    )
     generation.add_argument("--no-prompt-lookup", action="store_true", help="Skip the prompt-lookup baseline.")
-    generation.add_argument("--hybrid-tokens", type=int, metavar="N",
-                            help="Also run the hybrid mode: the drafter plus prompt-lookup copies of up to N tokens "
-                            "(capped by the draft length) where the copy is the likelier candidate (default: the "
-                            "draft length; 0 skips the mode).")
+    generation.add_argument(
+        "--hybrid-tokens",
+        type=int,
+        metavar="N",
+        help="Also run the hybrid mode: the drafter plus prompt-lookup copies of up to N tokens "
+        "(capped by the draft length) where the copy is the likelier candidate (default: the "
+        "draft length; 0 skips the mode).",
+    )
     generation.add_argument("--seed", type=int, default=0, help="Seed for sampling and for `--drafter random`.")
 
     measurement = parser.add_argument_group("measurement and output")
-    measurement.add_argument("--warmup", type=int, default=1, metavar="N",
-                             help="Untimed warm-up generations per mode before measuring (default: 1).")
-    measurement.add_argument("--draft-step-repetitions", type=int, default=100, metavar="N",
-                             help="Timed single draft steps after the generations, for the draft_step_ms / layer_ms "
-                             "/ lm_head_ms medians (default: 100; 0 skips).")
-    measurement.add_argument("--threads", type=int, metavar="N",
-                             help="torch.set_num_threads(N) (default: torch's choice; recorded either way).")
+    measurement.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Untimed warm-up generations per mode before measuring (default: 1).",
+    )
+    measurement.add_argument(
+        "--draft-step-repetitions",
+        type=int,
+        default=100,
+        metavar="N",
+        help="Timed single draft steps after the generations, for the draft_step_ms / layer_ms "
+        "/ lm_head_ms medians (default: 100; 0 skips).",
+    )
+    measurement.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch.set_num_threads(N) (default: torch's choice; recorded either way).",
+    )
     measurement.add_argument("--json", type=Path, metavar="PATH", help="Write the full results as JSON.")
     measurement.add_argument("--report", type=Path, metavar="DIR", help="Write report.md and PNG plots into DIR.")
     measurement.add_argument("--no-progress", action="store_true", help="No progress bar.")

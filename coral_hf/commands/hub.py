@@ -49,8 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--private", action="store_true", help="Create the repo as private (if it does not exist yet).")
     push.add_argument("--commit-message", metavar="M", help='Commit message (default: "Upload CORAL drafter").')
     push.add_argument("--license", help="`license` metadata for the card, e.g. apache-2.0 (usually the target's).")
-    push.add_argument("--card", metavar="README", type=Path,
-                      help="Push this README.md instead of the card rendered from the drafter's config.")
+    push.add_argument(
+        "--card",
+        metavar="README",
+        type=Path,
+        help="Push this README.md instead of the card rendered from the drafter's config.",
+    )
     push.set_defaults(func=run_push)
 
     pull = subparsers.add_parser(
@@ -61,14 +65,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pull.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id of the drafter (or a local drafter directory).")
-    pull.add_argument("--target", required=True, metavar="NAME_OR_PATH",
-                      help="The target model: `smollm2-135m-instruct` (embedded), a Hub id or a local path.")
+    pull.add_argument(
+        "--target",
+        required=True,
+        metavar="NAME_OR_PATH",
+        help="The target model: `smollm2-135m-instruct` (embedded), a Hub id or a local path.",
+    )
     pull.add_argument("--revision", help="Branch, tag or commit of the drafter repo (default: main).")
     pull.add_argument("--target-revision", metavar="REVISION", help="Revision of the target, for Hub targets.")
-    pull.add_argument("--output-dir", metavar="DIR", type=Path,
-                      help="Write the drafter files and README.md here (default: only the Hub cache).")
-    pull.add_argument("--offline", action="store_true",
-                      help="Use the local cache only, for the drafter and the target (like HF_HUB_OFFLINE=1).")
+    pull.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        type=Path,
+        help="Write the drafter files and README.md here (default: only the Hub cache).",
+    )
+    pull.add_argument(
+        "--offline",
+        action="store_true",
+        help="Use the local cache only, for the drafter and the target (like HF_HUB_OFFLINE=1).",
+    )
     pull.set_defaults(func=run_pull)
 
 
@@ -83,8 +98,15 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     from ..hub import UnsafeCheckpointError
     from ..target_utils import CoralTargetMismatchError
 
-    return (UnsafeCheckpointError, CoralTargetMismatchError, HfHubHTTPError, EntryNotFoundError, FileNotFoundError,
-            ValueError, OSError)
+    return (
+        UnsafeCheckpointError,
+        CoralTargetMismatchError,
+        HfHubHTTPError,
+        EntryNotFoundError,
+        FileNotFoundError,
+        ValueError,
+        OSError,
+    )
 
 
 def run_push(args: argparse.Namespace) -> int:
@@ -131,14 +153,21 @@ def run_pull(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         return _fail(f"cannot load target {args.target!r}: {error}")
     try:
-        drafter = pull_drafter(args.repo_id, target=target, revision=args.revision, output_dir=args.output_dir,
-                               local_files_only=args.offline)
+        drafter = pull_drafter(
+            args.repo_id,
+            target=target,
+            revision=args.revision,
+            output_dir=args.output_dir,
+            local_files_only=args.offline,
+        )
         location = args.output_dir or download_drafter(args.repo_id, revision=args.revision, local_files_only=True)
     except _hub_errors() as error:
         return _fail(str(error))
     parameters = sum(parameter.numel() for parameter in drafter.parameters())
-    print(f"Pulled {args.repo_id} (revision {args.revision or 'main'}): {parameters:,} parameters, "
-          f"draft length {drafter.config.draft_length}; matches target {args.target}.")
+    print(
+        f"Pulled {args.repo_id} (revision {args.revision or 'main'}): {parameters:,} parameters, "
+        f"draft length {drafter.config.draft_length}; matches target {args.target}."
+    )
     print(f"files: {location}")
     return 0
 

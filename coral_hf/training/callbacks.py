@@ -133,7 +133,11 @@ class AcceptanceEvalCallback(TrainerCallback):
             dataset = Subset(dataset, range(self.max_samples))
         depth = self.depth or drafter.config.draft_length
         config = replace(
-            trainer.loss_config, unroll_steps=depth, csra_weight=0.0, topk_weight=0.0, feature_noise=0.0,
+            trainer.loss_config,
+            unroll_steps=depth,
+            csra_weight=0.0,
+            topk_weight=0.0,
+            feature_noise=0.0,
             logit_positions=None,  # every position counts in the accuracies
         )
         # Per depth: sum of accuracy x positions; last entry: positions.

@@ -47,8 +47,10 @@ class CoralTrainingArguments(TrainingArguments):
     # ----- CORAL objective (CoralLossConfig) -----
     unroll_steps: int = field(
         default=3,
-        metadata={"help": "Multi-step (HASS) training depth n: steps >= 2 run on the drafter's own earlier "
-                  "predictions. 1 is EAGLE-style single-step training."},
+        metadata={
+            "help": "Multi-step (HASS) training depth n: steps >= 2 run on the drafter's own earlier "
+            "predictions. 1 is EAGLE-style single-step training."
+        },
     )
     feature_weight: float = field(default=1.0, metadata={"help": "Weight of the SmoothL1 loss on features."})
     ce_weight: float = field(
@@ -60,57 +62,72 @@ class CoralTrainingArguments(TrainingArguments):
     topk: int = field(default=10, metadata={"help": "K of the top-K distillation loss."})
     csra_weight: float = field(
         default=0.0,
-        metadata={"help": "Weight lambda of CORAL's Cross-Step Representation Alignment (InfoNCE between the "
-                  "unrolled steps' outputs). Only meaningful with unroll_steps >= 2."},
+        metadata={
+            "help": "Weight lambda of CORAL's Cross-Step Representation Alignment (InfoNCE between the "
+            "unrolled steps' outputs). Only meaningful with unroll_steps >= 2."
+        },
     )
     csra_temperature: float = field(default=0.1, metadata={"help": "InfoNCE temperature tau_c of CSRA."})
     csra_pairing: str = field(
         default="all",
-        metadata={"help": "CSRA step pairs: 'all' ordered pairs, or 'anchor' (step 1 against each later step).",
-                  "choices": ["all", "anchor"]},
+        metadata={
+            "help": "CSRA step pairs: 'all' ordered pairs, or 'anchor' (step 1 against each later step).",
+            "choices": ["all", "anchor"],
+        },
     )
-    csra_stop_grad: bool = field(
-        default=False, metadata={"help": "Detach the positive/key side of each CSRA pair."}
-    )
+    csra_stop_grad: bool = field(default=False, metadata={"help": "Detach the positive/key side of each CSRA pair."})
     csra_max_positions: int | None = field(
         default=512,
-        metadata={"help": "Subsample at most this many positions for CSRA's N x N similarity matrices "
-                  "(None: all positions)."},
+        metadata={
+            "help": "Subsample at most this many positions for CSRA's N x N similarity matrices (None: all positions)."
+        },
     )
     feature_noise: float = field(
         default=0.0,
-        metadata={"help": "Amplitude a of U(-a, a) noise added to the real input features during training (EAGLE "
-                  "uses 0.2 at GPU scale)."},
+        metadata={
+            "help": "Amplitude a of U(-a, a) noise added to the real input features during training (EAGLE "
+            "uses 0.2 at GPU scale)."
+        },
     )
     logit_vocab: str = field(
         default="full",
-        metadata={"help": "Vocabulary of the token losses: 'full' LM head, or the drafter's 'shortlist' (a draft "
-                  "vocabulary: vocabulary-sized work shrinks by vocab / shortlist size; needs a grouped head).",
-                  "choices": ["full", "shortlist"]},
+        metadata={
+            "help": "Vocabulary of the token losses: 'full' LM head, or the drafter's 'shortlist' (a draft "
+            "vocabulary: vocabulary-sized work shrinks by vocab / shortlist size; needs a grouped head).",
+            "choices": ["full", "shortlist"],
+        },
     )
     logit_positions: int | None = field(
         default=None,
-        metadata={"help": "At most this many loss positions per batch get the vocabulary-sized terms (soft CE, "
-                  "top-K, accuracy); the feature loss uses all. Bounds the LM-head cost on CPU (None: all)."},
+        metadata={
+            "help": "At most this many loss positions per batch get the vocabulary-sized terms (soft CE, "
+            "top-K, accuracy); the feature loss uses all. Bounds the LM-head cost on CPU (None: all)."
+        },
     )
 
     # ----- Schedule (UnrollScheduleCallback) -----
     unroll_warmup_ratio: float = field(
         default=0.1,
-        metadata={"help": "Fraction of the training steps over which the unroll depth grows from 1 to "
-                  "unroll_steps, one depth at a time (0: full depth from the first step)."},
+        metadata={
+            "help": "Fraction of the training steps over which the unroll depth grows from 1 to "
+            "unroll_steps, one depth at a time (0: full depth from the first step)."
+        },
     )
     csra_warmup_ratio: float = field(
         default=0.1,
-        metadata={"help": "Fraction of the training steps over which the CSRA weight grows linearly from 0 to "
-                  "csra_weight (0: full weight from the first step)."},
+        metadata={
+            "help": "Fraction of the training steps over which the CSRA weight grows linearly from 0 to "
+            "csra_weight (0: full weight from the first step)."
+        },
     )
 
     # ----- Target features -----
     feature_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Precompute the target's features into this directory (train/ and eval/ caches, "
-                  "resumable, checked against the target and data) instead of running the target at every step."},
+        metadata={
+            "help": "Precompute the target's features into this directory (train/ and eval/ caches, "
+            "resumable, checked against the target and data) instead of running the target at every step."
+        },
     )
     feature_cache_dtype: str = field(
         default="bfloat16",
@@ -118,9 +135,11 @@ class CoralTrainingArguments(TrainingArguments):
     )
     max_length: int | None = field(
         default=None,
-        metadata={"help": "The max_length the data was tokenized with: recorded in the training recipe and the "
-                  "feature cache manifest (a cache built for another max_length is refused). Examples must not "
-                  "be longer."},
+        metadata={
+            "help": "The max_length the data was tokenized with: recorded in the training recipe and the "
+            "feature cache manifest (a cache built for another max_length is refused). Examples must not "
+            "be longer."
+        },
     )
     dataset_name: str | None = field(
         default=None, metadata={"help": "Name of the training data, recorded in the model card's recipe."}
@@ -129,8 +148,10 @@ class CoralTrainingArguments(TrainingArguments):
     # ----- Acceptance evaluation (AcceptanceEvalCallback) -----
     acceptance_eval_depth: int | None = field(
         default=None,
-        metadata={"help": "Draft depth of the held-out acceptance evaluation (eval_acc_step_1.. and eval_tau_sim, "
-                  "measured whenever the trainer evaluates). Default: the drafter's draft_length; 0 disables it."},
+        metadata={
+            "help": "Draft depth of the held-out acceptance evaluation (eval_acc_step_1.. and eval_tau_sim, "
+            "measured whenever the trainer evaluates). Default: the drafter's draft_length; 0 disables it."
+        },
     )
     acceptance_eval_max_samples: int | None = field(
         default=None,
@@ -138,25 +159,33 @@ class CoralTrainingArguments(TrainingArguments):
     )
     acceptance_eval_on_start: bool = field(
         default=True,
-        metadata={"help": "Also measure acceptance before the first step (the untrained baseline), when an "
-                  "eval_dataset is given and the run does not resume."},
+        metadata={
+            "help": "Also measure acceptance before the first step (the untrained baseline), when an "
+            "eval_dataset is given and the run does not resume."
+        },
     )
 
     # ----- Optimisation (recipe defaults) -----
     stage: str = field(
         default="drafter",
-        metadata={"help": "What to train: 'drafter' (the CORAL objective) or 'router' (only the grouped head's "
-                  "router, the drafter frozen; the drafter needs a grouped head, see `init_grouped_head`)."},
+        metadata={
+            "help": "What to train: 'drafter' (the CORAL objective) or 'router' (only the grouped head's "
+            "router, the drafter frozen; the drafter needs a grouped head, see `init_grouped_head`)."
+        },
     )
     router_soft_labels: bool = field(
         default=True,
-        metadata={"help": "Router stage: train on the target's probability mass per group (True) or on the group "
-                  "of its top-1 token (False)."},
+        metadata={
+            "help": "Router stage: train on the target's probability mass per group (True) or on the group "
+            "of its top-1 token (False)."
+        },
     )
     max_grad_value: float | None = field(
         default=0.5,
-        metadata={"help": "Clip every gradient element to [-v, v] before each optimizer step (EAGLE/HASS recipe); "
-                  "None or 0 disables it. Applied after max_grad_norm clipping when both are set."},
+        metadata={
+            "help": "Clip every gradient element to [-v, v] before each optimizer step (EAGLE/HASS recipe); "
+            "None or 0 disables it. Applied after max_grad_norm clipping when both are set."
+        },
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of AdamW."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (drafter recipe: 0.95)."})
