@@ -74,6 +74,13 @@ class CoralCandidateGenerator(CandidateGenerator):
         num_tokens = max(num_tokens, 1)
         self.rounds += 1
         features = self.recorder.features
+        if features is None and self.rounds > 1:
+            # The target has verified a round, yet the hooks on the attached target saw no forward: another model
+            # is generating with this drafter, whose drafts would then be blind guesses.
+            raise RuntimeError(
+                "This CoralDrafter is attached to another model than the one calling generate(): attach it to the "
+                "generating model first (`drafter.attach(model)` or `load_drafter(..., target=model)`)."
+            )
         if features is None:
             # First round: the target has not run yet, so there is no feature to draft from. Propose one
             # deterministic token (q is one-hot, which keeps speculative sampling exact); the target's forward on

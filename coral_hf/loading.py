@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from .modeling_coral import CoralDrafter
-from .targets import DEFAULT_TARGET, DEFAULT_TARGET_HUB_ID
+from .targets import DEFAULT_TARGET, DEFAULT_TARGET_HUB_ID, check_model_source
 
 # Drafters that ship inside the package, by target name.
 SHIPPED_DRAFTERS_DIR = Path(__file__).parent / "drafters"
@@ -36,4 +36,6 @@ def load_drafter(name_or_path: str, target: nn.Module, revision: str | None = No
     """
     shipped = shipped_drafter_path(name_or_path) if not Path(name_or_path).exists() else None
     source = shipped if shipped is not None else name_or_path
+    if shipped is None:
+        check_model_source(name_or_path, "drafter")
     return CoralDrafter.from_pretrained(source, target=target, revision=revision, **kwargs)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
@@ -219,7 +220,13 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 token=kwargs.get("token"),
                 local_files_only=kwargs.get("local_files_only", False),
             )
-        drafter = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        try:
+            drafter = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"{pretrained_model_name_or_path}: the drafter's weights (model.safetensors) are corrupt or truncated "
+                f"({error}); download or save the drafter again."
+            ) from error
         if target is not None:
             check_compatible(drafter.config, target)
             model = unwrap_target(target)

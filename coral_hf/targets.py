@@ -72,6 +72,25 @@ def embedded_target_path() -> Path:
     return destination
 
 
+def check_model_source(name_or_path: str, what: str) -> None:
+    """Refuse, in one line, a source that is neither an existing path nor a valid Hub id.
+
+    A missing local path would otherwise reach the Hub client and fail with "Repo id must use alphanumeric chars",
+    which hides the real mistake.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(name_or_path).expanduser().exists():
+        return
+    looks_like_path = name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        looks_like_path = True
+    if looks_like_path:
+        raise FileNotFoundError(f"{what} {name_or_path!r}: no such directory, and not a Hub id (owner/name).")
+
+
 def native_bf16(device: str | torch.device | None = None) -> tuple[bool, str]:
     """Whether `device` computes bf16 natively (fast), and why: a CUDA GPU with bf16 support, or a CPU whose flags
     include `amx_bf16` or `avx512_bf16`. Without native bf16 a CPU emulates it, slower than float32."""
@@ -120,6 +139,7 @@ def load_target(
         path: str | Path = embedded_target_path()
         revision = None
     else:
+        check_model_source(name_or_path, "target")
         path = name_or_path
     dtype, _ = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)

@@ -232,3 +232,12 @@ def test_hybrid_sampling_matches_target_distribution():
         copied += drafter.last_generation_stats["copied_rounds"]
     assert copied > 0
     assert_counts_follow(counts, exact)
+
+
+def test_drafter_attached_to_another_model_is_refused():
+    """Passing a drafter attached to model A to model B's generate raises instead of drafting blind."""
+    attached = make_tiny_target("llama", seed=0)
+    other = make_tiny_target("llama", seed=1)
+    drafter = CoralDrafter.from_target(attached, draft_length=2)
+    with pytest.raises(RuntimeError, match="attached to another model"):
+        other.generate(_prompt(0, length=4, vocab=96), max_new_tokens=8, do_sample=False, assistant_model=drafter)

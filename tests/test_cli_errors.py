@@ -1,0 +1,50 @@
+"""`coral-hf` turns expected failures into one `error:` line and exit code 2 (tracebacks with --debug)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_chat_tokenizer, make_tiny_target
+
+from coral_hf import CoralDrafter
+from coral_hf.cli import main
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny target with a chat tokenizer, and a drafter for it, saved to disk."""
+    root = tmp_path_factory.mktemp("cli")
+    tokenizer = make_chat_tokenizer(["hello world", "how are you"], vocab_size=300)
+    target = make_tiny_target("llama", vocab_size=len(tokenizer))
+    target.save_pretrained(root / "target")
+    tokenizer.save_pretrained(root / "target")
+    CoralDrafter.from_target(target).save_pretrained(root / "drafter")
+    return root
+
+
+def _error_line(capsys) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_missing_target_and_drafter_paths(saved, capsys):
+    assert main(["bench", "--target", "/nonexistent/target"]) == 2
+    assert "target '/nonexistent/target': no such directory, and not a Hub id" in _error_line(capsys)
+    assert main(["bench", "--target", str(saved / "target"), "--drafter", "/nonexistent"]) == 2
+    assert "drafter '/nonexistent': no such directory, and not a Hub id" in _error_line(capsys)
+
+
+def test_corrupt_drafter_weights_name_the_file(saved, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "generation_config.json"):
+        (broken / name).write_bytes((saved / "drafter" / name).read_bytes())
+    (broken / "model.safetensors").write_bytes((saved / "drafter" / "model.safetensors").read_bytes()[:100])
+    assert main(["bench", "--target", str(saved / "target"), "--drafter", str(broken), "--limit", "1"]) == 2
+    line = _error_line(capsys)
+    assert "model.safetensors" in line and "corrupt or truncated" in line
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        main(["--debug", "bench", "--target", "/nonexistent/target"])
