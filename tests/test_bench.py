@@ -10,7 +10,7 @@ import torch
 from conftest import make_chat_tokenizer, make_tiny_target, train_tiny_drafter
 
 from coral_hf.commands import bench as bench_command
-from coral_hf.eval.bench import DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, _divergence, followeval_summary, run_bench
+from coral_hf.eval.bench import DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, first_divergence, followeval_summary, run_bench
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
 
@@ -136,10 +136,10 @@ def test_divergence_reports_position_and_logit_gap(pair, tokenizer):
     input_ids = torch.tensor([[5, 6, 7]])
     plain = target.generate(input_ids, max_new_tokens=4, do_sample=False)[0, 3:].tolist()
     other = [plain[0], (plain[1] + 1) % len(tokenizer), *plain[2:]]
-    found = _divergence(target, tokenizer, input_ids, plain, other, prompt_id="p", turn=0, mode=DRAFTER)
+    found = first_divergence(target, tokenizer, input_ids, plain, other, prompt_id="p", turn=0, mode=DRAFTER)
     assert (found.position, found.plain_token, found.other_token) == (1, plain[1], other[1])
     assert found.top2_logit_gap >= 0 and found.logit_gap > 0  # plain greedy picked the target's argmax
-    assert _divergence(target, tokenizer, input_ids, plain, plain, prompt_id="p", turn=0, mode=DRAFTER) is None
+    assert first_divergence(target, tokenizer, input_ids, plain, plain, prompt_id="p", turn=0, mode=DRAFTER) is None
 
 
 def _run_cli(argv: list[str]) -> int:

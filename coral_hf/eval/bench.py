@@ -378,7 +378,7 @@ class _Runner:
 
 
 @torch.no_grad()
-def _divergence(
+def first_divergence(
     target: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     input_ids: torch.Tensor,
@@ -539,7 +539,7 @@ def run_bench(
                     plain_ids = result.runs[PLAIN][-1].token_ids
                     for mode in modes[1:]:
                         other_ids = result.runs[mode][-1].token_ids
-                        found = _divergence(
+                        found = first_divergence(
                             target, tokenizer, input_ids, plain_ids, other_ids, prompt_id=item.id, turn=turn, mode=mode
                         )
                         if found is None:
@@ -592,6 +592,7 @@ __all__ = [
     "RoundRecorder",
     "TurnRun",
     "aggregate",
+    "first_divergence",
     "followeval_summary",
     "is_numerical_tie",
     "logit_resolution",

@@ -1,0 +1,67 @@
+"""Verification cost on this machine: one target forward over k new tokens, relative to one token, by dtype.
+
+    python scripts/bench_verification.py --threads 2 --json docs/bench/verification.json
+
+This is what decides the best draft length (and whether bf16 pays) on a CPU: speculation gains tau tokens per target
+forward, but a forward over k + 1 tokens costs more than one over 1 token. Each measurement is the median of
+interleaved repetitions (every k in turn) on the embedded SmolLM2 target with a KV cache of `--context` tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+import coral_hf
+from coral_hf.eval.bench import machine_info
+
+
+@torch.no_grad()
+def verification_costs(target, context: int, sizes: list[int], repetitions: int) -> dict[int, float]:
+    """Median ms of a forward over `size` new tokens after a `context`-token cache, for each size, interleaved."""
+    prompt = torch.randint(100, 20000, (1, context), generator=torch.Generator().manual_seed(0))
+    timings: dict[int, list[float]] = {size: [] for size in sizes}
+    for repetition in range(repetitions + 1):
+        for size in sizes:
+            cache = DynamicCache()
+            target(input_ids=prompt, past_key_values=cache, use_cache=True)
+            new = torch.randint(100, 20000, (1, size))
+            start = time.perf_counter()
+            target(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=size)
+            if repetition:  # the first pass is warm-up
+                timings[size].append((time.perf_counter() - start) * 1000)
+    return {size: statistics.median(values) for size, values in timings.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--context", type=int, default=300)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8, 12, 16])
+    parser.add_argument("--repetitions", type=int, default=10)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = {"context": args.context, "machine": machine_info(torch.device("cpu")), "dtypes": {}}
+    for dtype in args.dtypes:
+        target, _ = coral_hf.load_target("smollm2-135m-instruct", dtype=getattr(torch, dtype))
+        costs = verification_costs(target, args.context, args.sizes, args.repetitions)
+        report["dtypes"][dtype] = {
+            "ms": {size: round(ms, 2) for size, ms in costs.items()},
+            "relative": {size: round(ms / costs[1], 3) for size, ms in costs.items()},
+        }
+        print(dtype, report["dtypes"][dtype])
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
