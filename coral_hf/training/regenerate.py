@@ -1,0 +1,131 @@
+"""Data the target wrote itself: regenerate the assistant turns of chat conversations with the target.
+
+Drafters learn the target's own distribution best from text the target produced (EAGLE-3, SpecForge and
+speculators all train on regenerated responses). Each conversation keeps its system prompt and user turns; every
+assistant turn is replaced by the target's answer to the regenerated history so far. Conversations are processed in
+batches (left-padded batched `generate`), turn by turn, and written as JSONL `{"id", "messages"}` records that
+`coral-hf train --data` reads. Resumable: records already in the output file (by `id`) are skipped, and each batch
+is appended and flushed as soon as it is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .data import Conversation
+
+
+def done_ids(path: Path) -> set[int]:
+    """Ids of the records already written to `path` (a truncated last line, from an interruption, is ignored)."""
+    if not path.is_file():
+        return set()
+    ids = set()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                ids.add(int(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return ids
+
+
+@torch.no_grad()
+def regenerate_batch(
+    target: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    generation_config: GenerationConfig,
+    max_turns: int | None = None,
+) -> list[Conversation]:
+    """The conversations with their assistant turns rewritten by `target`, turn by turn, as one batch per turn.
+
+    Args:
+        target: the model whose answers replace the originals.
+        tokenizer: its tokenizer, with a chat template.
+        conversations: normalised conversations (`coral_hf.training.data.load_conversations`).
+        generation_config: how to answer (greedy or sampled, `max_new_tokens`, EOS).
+        max_turns: regenerate at most this many assistant turns per conversation (later ones are dropped).
+    """
+    histories: list[Conversation] = [[m for m in c if m["role"] == "system"][:1] for c in conversations]
+    questions = [[m["content"] for m in c if m["role"] == "user"] for c in conversations]
+    turns = max((len(q) for q in questions), default=0)
+    turns = min(turns, max_turns) if max_turns is not None else turns
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues every row from its last real token
+    try:
+        for turn in range(turns):
+            active = [i for i, q in enumerate(questions) if turn < len(q)]
+            for i in active:
+                histories[i].append({"role": "user", "content": questions[i][turn]})
+            texts = [
+                tokenizer.apply_chat_template(histories[i], add_generation_prompt=True, tokenize=False) for i in active
+            ]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(target.device)
+            output = target.generate(**inputs, generation_config=generation_config)
+            answers = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            for i, answer in zip(active, answers, strict=True):
+                histories[i].append({"role": "assistant", "content": answer.strip()})
+    finally:
+        tokenizer.padding_side = padding_side
+    return histories
+
+
+def regenerate_conversations(
+    target: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    output: str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_turns: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
+    """Regenerate `conversations` into the JSONL file `output` (appending, resumable); returns records written now.
+
+    Record `id` is the conversation's index in `conversations`, so a rerun with the same inputs skips what is done.
+    `temperature=0` answers greedily; `> 0` samples (with `top_p`), reseeded per batch for reproducibility.
+    """
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    skip = done_ids(path)
+    todo = [i for i in range(len(conversations)) if i not in skip]
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=temperature > 0,
+        temperature=temperature if temperature > 0 else None,
+        top_p=top_p if temperature > 0 else None,
+        top_k=None,
+        eos_token_id=target.generation_config.eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    written = 0
+    bar = tqdm(total=len(todo), desc="regenerate", unit="conv", disable=not progress)
+    with path.open("a", encoding="utf-8") as handle:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            torch.manual_seed(seed + batch[0])
+            answered = regenerate_batch(target, tokenizer, [conversations[i] for i in batch], config, max_turns)
+            for index, messages in zip(batch, answered, strict=True):
+                handle.write(json.dumps({"id": index, "messages": messages}, ensure_ascii=False) + "\n")
+            handle.flush()
+            written += len(batch)
+            bar.update(len(batch))
+    bar.close()
+    return written
+
+
+__all__ = ["done_ids", "regenerate_batch", "regenerate_conversations"]
