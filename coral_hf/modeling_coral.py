@@ -18,6 +18,8 @@ from transformers.utils import ModelOutput
 from .configuration_coral import HEAD_MODES, CoralConfig
 from .features import TargetFeatureRecorder
 from .generation import CoralCandidateGenerator
+from .hub.push import push_drafter
+from .hub.safety import check_safetensors_only
 from .lm_head import GroupedLMHead, build_permutation, frequency_shortlist, token_groups
 from .target_utils import check_compatible, target_fingerprint, unwrap_target
 
@@ -210,8 +212,6 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         cls, pretrained_model_name_or_path: Any, *model_args: Any, target: nn.Module | None = None, **kwargs: Any
     ) -> CoralDrafter:
         """Load a drafter (safetensors only) and, when `target` is given, check it and attach it."""
-        from .hub import check_safetensors_only  # hub imports this module
-
         kwargs.setdefault("use_safetensors", True)
         if kwargs["use_safetensors"]:  # `use_safetensors=False` is the explicit opt-in for a trusted pickle
             check_safetensors_only(
@@ -249,8 +249,6 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ) -> Any:
         """Push config, weights, generation config and a rendered model card in one commit (see `coral_hf.hub`)."""
-        from .hub import push_drafter
-
         return push_drafter(
             self,
             repo_id,

@@ -95,7 +95,7 @@ def _fail(message: str) -> int:
 def _hub_errors() -> tuple[type[BaseException], ...]:
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    from ..hub import UnsafeCheckpointError
+    from ..hub.safety import UnsafeCheckpointError
     from ..target_utils import CoralTargetMismatchError
 
     return (
@@ -111,7 +111,7 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
 
 def run_push(args: argparse.Namespace) -> int:
     """Push `args.drafter_dir` to `args.repo_id`; returns the exit code."""
-    from ..hub import push_drafter
+    from ..hub.push import push_drafter
 
     try:
         commit = push_drafter(
@@ -146,7 +146,7 @@ def _load_target_model(name_or_path: str, revision: str | None, local_files_only
 
 def run_pull(args: argparse.Namespace) -> int:
     """Pull `args.repo_id`, check it against `args.target`, optionally write it to `args.output_dir`."""
-    from ..hub import download_drafter, pull_drafter
+    from ..hub.pull import download_drafter, pull_drafter
 
     try:
         target = _load_target_model(args.target, args.target_revision, local_files_only=args.offline)

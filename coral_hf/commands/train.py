@@ -307,7 +307,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
     from transformers import set_seed
 
-    from ..hub import write_model_card
+    from ..hub.card import write_model_card
     from ..lm_head import token_frequencies
     from ..modeling_coral import CoralDrafter
     from ..targets import load_target

@@ -10,6 +10,8 @@ from typing import Any
 
 _LAZY_NAMES = {
     "AcceptanceEvalCallback": "callbacks",
+    "DrafterCardCallback": "callbacks",
+    "DrafterCardTrainerMixin": "callbacks",
     "UnrollScheduleCallback": "callbacks",
     "CoralTrainer": "trainer",
     "CoralTrainingArguments": "trainer",

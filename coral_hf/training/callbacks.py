@@ -1,15 +1,22 @@
-"""Trainer callbacks for CORAL drafters: the multi-step / CSRA schedule and held-out acceptance evaluation."""
+"""Trainer callbacks for CORAL drafters: the multi-step / CSRA schedule, held-out acceptance evaluation, and the
+drafter's model card in checkpoints and Hub pushes."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset, Subset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..hub.card import write_model_card
+from ..modeling_coral import CoralDrafter
 from .losses import simulated_acceptance_length
 from .objective import CoralLossConfig
 
@@ -20,6 +27,8 @@ if TYPE_CHECKING:
 # unwrapped model, so the schedule lives there; `CoralTrainer.compute_loss` reads it at every step. It is a plain
 # attribute: not part of the drafter's config, state dict or saved files.
 LOSS_CONFIG_ATTRIBUTE = "coral_loss_config"
+
+logger = logging.getLogger(__name__)
 
 
 class UnrollScheduleCallback(TrainerCallback):
@@ -176,3 +185,86 @@ class AcceptanceEvalCallback(TrainerCallback):
         if metrics is not None:
             metrics.update(results)
         self.trainer.log(results)
+
+
+def _find_drafter(model: nn.Module | None) -> CoralDrafter | None:
+    """The drafter inside whatever the Trainer trains (the drafter itself, or a wrapper holding it)."""
+    if model is None:
+        return None
+    if isinstance(model, CoralDrafter):
+        return model
+    drafter = getattr(model, "drafter", None)
+    if isinstance(drafter, CoralDrafter):
+        return drafter
+    return next((module for module in model.modules() if isinstance(module, CoralDrafter)), None)
+
+
+class DrafterCardCallback(TrainerCallback):
+    """Keep the drafter's model card (README.md) in the Trainer's output directory and checkpoints.
+
+    With `TrainingArguments(push_to_hub=True, hub_strategy="every_save" | "checkpoint" | "all_checkpoints")`, the
+    Trainer pushes `output_dir` on every save; this callback writes the card right before each push
+    (`on_push_begin`), so each pushed revision carries the same card `push_drafter` would write. On save it also
+    writes the card into the new `checkpoint-*` folder and `output_dir`.
+
+    Note: `Trainer.push_to_hub()` (the final push) regenerates README.md with the Trainer's generic card through
+    `Trainer.create_model_card`. Use `DrafterCardTrainerMixin` in the Trainer class, or finish with
+    `push_drafter(trainer.model, repo_id)`, to keep the drafter card there too.
+
+    Args:
+        repo_id: repo id for the card's usage snippet; default: `args.hub_model_id`.
+        card_kwargs: passed to `render_model_card` (e.g. `license="apache-2.0"`).
+    """
+
+    def __init__(self, repo_id: str | None = None, **card_kwargs: Any):
+        self.repo_id = repo_id
+        self.card_kwargs = card_kwargs
+
+    def _write(self, args: Any, model: nn.Module | None, directories: Iterable[str]) -> None:
+        drafter = _find_drafter(model)
+        if drafter is None:
+            logger.warning("DrafterCardCallback: the trained model holds no CoralDrafter; no card written.")
+            return
+        repo_id = self.repo_id or getattr(args, "hub_model_id", None)
+        for directory in directories:
+            if directory and os.path.isdir(directory):
+                write_model_card(drafter, directory, repo_id, **self.card_kwargs)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and args.push_to_hub and args.hub_token:
+            logger.warning(
+                "TrainingArguments.hub_token is set: the Trainer pickles its TrainingArguments, token included, into "
+                "training_args.bin and pushes that file to the repo, where anyone who can read the repo can read the "
+                "token. Authenticate with `hf auth login` or the HF_TOKEN environment variable instead."
+            )
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            self._write(args, model, [checkpoint, args.output_dir])
+
+    def on_push_begin(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            self._write(args, model, [args.output_dir])
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and args.should_save:
+            self._write(args, model, [args.output_dir])
+
+
+class DrafterCardTrainerMixin:
+    """Mix into a `transformers.Trainer` subclass so `trainer.push_to_hub()` pushes the drafter card.
+
+    `Trainer.push_to_hub` calls `create_model_card`, which by default overwrites README.md with a generic
+    training summary; this override writes the drafter card instead (`class MyTrainer(DrafterCardTrainerMixin,
+    Trainer)`).
+    """
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        if not self.is_world_process_zero():
+            return
+        drafter = _find_drafter(self.accelerator.unwrap_model(self.model))
+        if drafter is None:
+            super().create_model_card(*args, **kwargs)
+            return
+        write_model_card(drafter, self.args.output_dir, getattr(self, "hub_model_id", None) or self.args.hub_model_id)

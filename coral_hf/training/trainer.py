@@ -16,10 +16,14 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import TrainOutput
 
-from ..hub import DrafterCardTrainerMixin
 from ..modeling_coral import CoralDrafter
 from ..target_utils import unwrap_target
-from .callbacks import LOSS_CONFIG_ATTRIBUTE, AcceptanceEvalCallback, UnrollScheduleCallback
+from .callbacks import (
+    LOSS_CONFIG_ATTRIBUTE,
+    AcceptanceEvalCallback,
+    DrafterCardTrainerMixin,
+    UnrollScheduleCallback,
+)
 from .features import CoralFeatureCollator, build_feature_cache, compute_target_features
 from .objective import CoralLossConfig, coral_loss
 from .router import freeze_for_router_stage, router_stage_loss
