@@ -50,7 +50,7 @@ def main() -> None:
     for path in args.bench_json:
         report = json.loads(path.read_text())
         settings = report["settings"]
-        name = f"{settings['prompts']} (T={settings['temperature']})"
+        name = f"{settings['prompts']} ({settings['dtype']}, T={settings['temperature']})"
         mode = report.get("hybrid") if args.prompt_lookup_tokens else None
         numbers = mode or report
         results[name] = {

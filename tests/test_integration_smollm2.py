@@ -50,7 +50,8 @@ def test_shipped_drafter_loads_by_target_name_is_lossless_and_accepts_drafts(smo
 
     target, tokenizer = smollm2
     drafter = load_drafter("smollm2-135m-instruct", target=target)
-    assert drafter.config.training_recipe is not None and drafter.head_mode == "router"
+    assert drafter.config.training_recipe is not None and drafter.head_mode == "shortlist"
+    assert drafter.generation_config.prompt_lookup_num_tokens == 5  # ships as the hybrid (drafter + copies)
     tokens = rounds = 0
     for prompt in PROMPTS:
         inputs = tokenizer.apply_chat_template(
@@ -64,6 +65,6 @@ def test_shipped_drafter_loads_by_target_name_is_lossless_and_accepts_drafts(smo
         assert torch.equal(plain, assisted), prompt
         tokens += assisted.shape[1] - inputs["input_ids"].shape[1]
         rounds += len(recorder.round_sizes)
-    # Greedy, so deterministic: the shipped drafter gets 72 tokens from 69 target forwards here (tau 1.04); an
+    # Greedy, so deterministic: the shipped drafter gets 72 tokens from 60 target forwards here (tau 1.20); an
     # untrained drafter gets none of its drafts accepted on these prompts (tau 1.0).
-    assert tokens / rounds > 1.03
+    assert tokens / rounds > 1.15
