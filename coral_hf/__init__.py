@@ -3,6 +3,7 @@
 target, tokenizer = coral_hf.load_target("smollm2-135m-instruct")
 drafter = coral_hf.load_drafter("smollm2-135m-instruct", target=target)
 target.generate(**inputs, assistant_model=drafter)   # same tokens, fewer target forwards
+target.generate(**inputs, custom_generate=coral_hf.tree_generate, drafter=drafter)   # a draft tree per round
 """
 
 from transformers import AutoConfig, AutoModel
@@ -13,6 +14,7 @@ from .loading import load_drafter
 from .modeling_coral import CoralDrafter, CoralDrafterOutput
 from .target_utils import CoralTargetMismatchError, check_compatible, target_fingerprint
 from .targets import DEFAULT_TARGET, load_target
+from .tree_decoding import tree_generate
 
 AutoConfig.register(CoralConfig.model_type, CoralConfig, exist_ok=True)
 AutoModel.register(CoralConfig, CoralDrafter, exist_ok=True)
@@ -30,4 +32,5 @@ __all__ = [
     "load_drafter",
     "load_target",
     "target_fingerprint",
+    "tree_generate",
 ]

@@ -78,6 +78,15 @@ class CoralConfig(PreTrainedConfig):
         copy_confidence (`float`, defaults to 0.0):
             Hybrid proposals: also copy when the drafter's probability of its own top-1 is below this value (0: copy
             only when the copy starts with the drafter's top-1). Written to `generation_config.copy_confidence`.
+        tree_total_tokens (`int`, defaults to 16):
+            Tree decoding ([`coral_hf.tree_generate`]): tokens the target verifies per round, the root included.
+            Written to `generation_config.tree_total_tokens`.
+        tree_depth (`int`, defaults to 5):
+            Tree decoding: levels below the root (the most draft tokens one round can accept). Written to
+            `generation_config.tree_depth`.
+        tree_top_k (`int`, defaults to 4):
+            Tree decoding: children per expanded node, and nodes expanded per level (EAGLE-2's top-k). Written to
+            `generation_config.tree_top_k`.
         head_mode (`str`, defaults to `"full"`):
             How draft logits are computed from the predicted feature: `"full"` (the target's whole LM head),
             `"router"` (CORAL's grouped head: only the router's top-`active_groups` vocabulary groups, `-inf`
@@ -125,6 +134,9 @@ class CoralConfig(PreTrainedConfig):
     draft_confidence_threshold: float = 0.0
     prompt_lookup_tokens: int | None = None
     copy_confidence: float = 0.0
+    tree_total_tokens: int = 16
+    tree_depth: int = 5
+    tree_top_k: int = 4
     head_mode: str = "full"
     num_groups: int | None = None
     active_groups: int | None = None
@@ -148,6 +160,9 @@ class CoralConfig(PreTrainedConfig):
             raise ValueError(f"num_draft_layers must be >= 1, got {self.num_draft_layers}.")
         if self.draft_length < 1:
             raise ValueError(f"draft_length must be >= 1, got {self.draft_length}.")
+        for name in ("tree_total_tokens", "tree_depth", "tree_top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         self._init_head_fields()
         super().__post_init__(**kwargs)
 

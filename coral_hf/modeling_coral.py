@@ -119,6 +119,9 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             assistant_confidence_threshold=config.draft_confidence_threshold,
             prompt_lookup_num_tokens=config.prompt_lookup_tokens,
             copy_confidence=config.copy_confidence,
+            tree_total_tokens=config.tree_total_tokens,
+            tree_depth=config.tree_depth,
+            tree_top_k=config.tree_top_k,
         )
         self.__dict__["_target"] = None
         self.__dict__["_feature_recorder"] = None

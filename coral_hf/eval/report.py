@@ -12,13 +12,26 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .bench import BASELINE_MODES, DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, BenchResult
+from .bench import BASELINE_MODES, DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, TREE, TREE_HYBRID, BenchResult
 
 SPEEDUP_PLOT = "speedup_per_category.png"
 TAU_PLOT = "tau_histogram.png"
-_MODE_LABELS = {PLAIN: "plain", DRAFTER: "drafter", PROMPT_LOOKUP: "prompt lookup", HYBRID: "hybrid"}
-_SHORT_LABELS = {PROMPT_LOOKUP: "PLD", HYBRID: "hybrid"}
-_MODE_COLORS = {DRAFTER: "tab:blue", PROMPT_LOOKUP: "tab:orange", HYBRID: "tab:green"}
+_MODE_LABELS = {
+    PLAIN: "plain",
+    DRAFTER: "drafter",
+    PROMPT_LOOKUP: "prompt lookup",
+    HYBRID: "hybrid",
+    TREE: "tree",
+    TREE_HYBRID: "tree + lookup",
+}
+_SHORT_LABELS = {PROMPT_LOOKUP: "PLD", HYBRID: "hybrid", TREE: "tree", TREE_HYBRID: "tree+PLD"}
+_MODE_COLORS = {
+    DRAFTER: "tab:blue",
+    PROMPT_LOOKUP: "tab:orange",
+    HYBRID: "tab:green",
+    TREE: "tab:red",
+    TREE_HYBRID: "tab:purple",
+}
 
 
 def _baselines(result: BenchResult) -> list[str]:
@@ -107,7 +120,8 @@ def format_table(result: BenchResult) -> str:
     lines.append("")
     lines.append(
         "tok/s, speedup: medians over prompts; tau: generated tokens per target forward; PLD: prompt lookup; hybrid: "
-        "drafter + prompt-lookup copies; identical: per assisted mode, in column order."
+        "drafter + prompt-lookup copies; tree: the drafter's dynamic draft tree (+PLD: with a prompt-lookup branch); "
+        "identical: per assisted mode, in column order."
     )
     if result.settings.get("drafter_is_random"):
         lines.append("The drafter is UNTRAINED (random weights): tau ~1 and speedup < 1 are expected (a floor).")

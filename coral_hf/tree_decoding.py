@@ -1,0 +1,494 @@
+"""Tree decoding: EAGLE-2's dynamic draft tree, verified in one target forward, as a `generate()` decoding method.
+
+transformers' assisted decoding verifies one chain of draft tokens. A tree verifies several continuations at
+once: the drafter expands the likeliest nodes level by level, the best `tree_total_tokens` nodes are verified in a
+single target forward (a 4D tree attention mask, per-node positions), and the longest path the target agrees with
+is kept. Both KV caches are compacted to that path.
+
+    out = target.generate(**inputs, custom_generate=coral_hf.tree_generate, drafter=drafter, max_new_tokens=64)
+
+Lossless by construction: greedy follows the target's argmax at every node; sampling is sequential rejection over
+a node's children with the residual renormalised after each rejection. The children are picked deterministically
+(top-k), so each is a one-hot proposal: child `x` is accepted with probability `p'(x)` under the current residual
+`p'`, and when all are rejected the token is drawn from what remains, which gives exactly the target's `p`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import GenerationConfig
+from transformers.cache_utils import DynamicCache
+from transformers.generation.logits_process import LogitsProcessorList
+from transformers.generation.stopping_criteria import StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from .generation import lookup_continuation
+from .target_utils import unwrap_target
+
+if TYPE_CHECKING:
+    from .modeling_coral import CoralDrafter
+
+
+@dataclass
+class DraftTree:
+    """A draft tree in verification order: node 0 is the root (the last committed token), parents come first.
+
+    Args:
+        tokens: `[m]` token of each node.
+        parents: `[m]` index of each node's parent (-1 for the root).
+        depths: `[m]` distance from the root.
+    """
+
+    tokens: torch.LongTensor
+    parents: torch.LongTensor
+    depths: torch.LongTensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def ancestor_mask(self) -> torch.BoolTensor:
+        """`[m, m]`: entry (i, j) is True when node j is node i or one of its ancestors (what node i may attend)."""
+        return tree_ancestor_mask(self.parents)
+
+    def children(self) -> list[list[int]]:
+        """Each node's children, in verification order (likeliest first)."""
+        kids: list[list[int]] = [[] for _ in range(len(self))]
+        for node, parent in enumerate(self.parents.tolist()):
+            if parent >= 0:
+                kids[parent].append(node)
+        return kids
+
+
+def tree_ancestor_mask(parents: torch.LongTensor) -> torch.BoolTensor:
+    """Ancestor-or-self matrix of a tree given as parent indices, parents listed before their children."""
+    size = parents.shape[0]
+    mask = torch.eye(size, dtype=torch.bool, device=parents.device)
+    for node, parent in enumerate(parents.tolist()):
+        if parent >= 0:
+            if parent >= node:
+                raise ValueError(f"node {node}'s parent {parent} comes after it: list parents first.")
+            mask[node] |= mask[parent]
+    return mask
+
+
+def sample_among_candidates(probs: torch.Tensor, candidates: list[int]) -> tuple[int | None, int]:
+    """Lossless choice of the next token when several deterministic candidates were proposed.
+
+    Candidate `i` is accepted with probability `residual[x_i] / residual.sum()`; after a rejection its token's mass
+    is removed from the residual. If every candidate is rejected, the token is drawn from the residual. The result
+    is distributed exactly as `probs`.
+
+    Args:
+        probs: `[vocab]` the target's (processed) next-token distribution.
+        candidates: the proposed tokens, distinct, in the order they are tried.
+
+    Returns:
+        The index of the accepted candidate (None when all were rejected) and the chosen token.
+    """
+    residual = probs.clone()
+    for index, token in enumerate(candidates):
+        mass = residual.sum()
+        if torch.rand((), device=probs.device) * mass < residual[token]:
+            return index, token
+        residual[token] = 0.0
+    return None, int(torch.multinomial(residual / residual.sum(), 1))
+
+
+class TreeDecoder:
+    """One tree-decoding generation of a target with an attached [`CoralDrafter`] (batch size 1).
+
+    Args:
+        target: the generating model (the drafter must be attached to it).
+        drafter: the attached drafter.
+        generation_config: the call's generation config (sampling, EOS, limits).
+        logits_processor: the call's prepared logits processors, applied to the target's logits at every node with
+            that node's own context.
+        total_tokens, depth, top_k: tree size (root included), levels below the root, children per expanded node.
+    """
+
+    def __init__(
+        self,
+        target: torch.nn.Module,
+        drafter: CoralDrafter,
+        generation_config: GenerationConfig,
+        logits_processor: LogitsProcessorList,
+        total_tokens: int,
+        depth: int,
+        top_k: int,
+    ):
+        for name, value in (("tree_total_tokens", total_tokens), ("tree_depth", depth), ("tree_top_k", top_k)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}.")
+        self.target = target
+        self.drafter = drafter
+        self.recorder = drafter.feature_recorder
+        self.generation_config = generation_config
+        self.logits_processor = logits_processor
+        self.do_sample = bool(generation_config.do_sample)
+        self.total_tokens, self.depth, self.top_k = int(total_tokens), int(depth), int(top_k)
+        lookup_tokens = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
+        self.lookup_tokens = int(lookup_tokens or 0)
+        self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
+        self.target_cache = DynamicCache()
+        self.drafter_cache = DynamicCache()
+        self.rounds = 0
+        self.drafted = 0
+        self.accepted = 0
+
+    def stats(self) -> dict[str, int]:
+        """Verification rounds (target forwards after the prompt), verified draft nodes and accepted draft tokens."""
+        return {"rounds": self.rounds, "drafted": self.drafted, "accepted": self.accepted}
+
+    # ------------------------------------------------------------------ drafting
+
+    def _catch_up(self, sequence: torch.LongTensor) -> torch.Tensor:
+        """Feed the drafter the newly verified positions (real target features); return the root's prediction."""
+        features, offset = self.recorder.features, self.recorder.offset
+        verified = sequence.shape[1] - 1
+        start = offset + self.drafter_cache.get_seq_length()
+        out = self.drafter(
+            input_ids=sequence[:, start + 1 : verified + 1],
+            hidden_states=features[:, start - offset : verified - offset],
+            position_ids=torch.arange(start, verified, device=sequence.device).unsqueeze(0),
+            past_key_values=self.drafter_cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state[0, -1:]
+
+    def _log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        return self.drafter.compute_logits(features).log_softmax(dim=-1)
+
+    def build_tree(self, sequence: torch.LongTensor, depth: int) -> DraftTree:
+        """Expand the drafter's likeliest nodes for `depth` levels and keep the best `total_tokens - 1` of them.
+
+        Each level runs the drafter once on the `top_k` frontier nodes of highest cumulative log-probability; every
+        child of the frontier becomes a candidate. Scores only fall along a path, so the best nodes (ties broken
+        by creation order) always include their ancestors. A prompt-lookup copy, when configured and found, is
+        added as one more branch.
+        """
+        device = sequence.device
+        root = sequence[0, -1]
+        tokens, parents, depths = [root], [-1], [0]
+        scores = [0.0]
+        if depth > 0 and self.total_tokens > 1:
+            verified = sequence.shape[1] - 1
+            root_feature = self._catch_up(sequence)
+            prefix_length = self.drafter_cache.get_seq_length()
+            log_probs = self._log_probs(root_feature)[0]
+            top = log_probs.topk(min(self.top_k, log_probs.shape[-1]))
+            frontier = []
+            for value, token in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                if value > float("-inf"):
+                    tokens.append(torch.tensor(token, device=device))
+                    parents.append(0)
+                    depths.append(1)
+                    scores.append(value)
+                    frontier.append(len(tokens) - 1)
+            parent_features = root_feature.expand(len(frontier), -1)
+            slot: dict[int, int] = {}  # node -> its entry in the drafter's cache, beyond the verified prefix
+            for level in range(1, depth):
+                if not frontier:
+                    break
+                for node in frontier:
+                    slot[node] = len(slot)
+                keys = prefix_length + len(slot)
+                allowed = torch.zeros(1, 1, len(frontier), keys, dtype=torch.bool, device=device)
+                allowed[..., :prefix_length] = True
+                for row, node in enumerate(frontier):
+                    ancestor = node
+                    while ancestor > 0:
+                        allowed[0, 0, row, prefix_length + slot[ancestor]] = True
+                        ancestor = parents[ancestor]
+                out = self.drafter(
+                    input_ids=torch.stack([tokens[node] for node in frontier]).unsqueeze(0),
+                    hidden_states=parent_features.unsqueeze(0),
+                    attention_mask=allowed,
+                    position_ids=torch.full((1, len(frontier)), verified + level - 1, device=device),
+                    past_key_values=self.drafter_cache,
+                    use_cache=True,
+                )
+                predicted = out.last_hidden_state[0]
+                log_probs = self._log_probs(predicted)
+                top = log_probs.topk(min(self.top_k, log_probs.shape[-1]), dim=-1)
+                candidates = []
+                for row, node in enumerate(frontier):
+                    for value, token in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True):
+                        if value > float("-inf"):
+                            tokens.append(torch.tensor(token, device=device))
+                            parents.append(node)
+                            depths.append(level + 1)
+                            scores.append(scores[node] + value)
+                            candidates.append((len(tokens) - 1, row))
+                best = sorted(candidates, key=lambda item: -scores[item[0]])[: self.top_k]
+                frontier = [node for node, _ in best]
+                parent_features = predicted[[row for _, row in best]]
+            # Keep the verified prefix only: tree entries are recomputed from real features once verified.
+            self.drafter_cache.crop(prefix_length - self.drafter_cache.get_seq_length())
+        order = torch.tensor(scores[1:]).argsort(descending=True, stable=True)[: self.total_tokens - 1] + 1
+        keep = [0] + sorted(order.tolist(), key=lambda node: (depths[node], node))
+        if self.lookup_tokens and depth > 0:
+            copy = lookup_continuation(sequence[0], self.lookup_ngram, min(self.lookup_tokens, depth))
+            keep = self._add_copy_branch(keep, tokens, parents, depths, copy)
+        index = {node: position for position, node in enumerate(keep)}
+        return DraftTree(
+            tokens=torch.stack([tokens[node] for node in keep]),
+            parents=torch.tensor([index[parents[node]] if node else -1 for node in keep], device=device),
+            depths=torch.tensor([depths[node] for node in keep], device=device),
+        )
+
+    @staticmethod
+    def _add_copy_branch(keep, tokens, parents, depths, copy) -> list[int]:
+        """Follow the copied continuation down the kept tree; nodes it does not find are added as a new branch."""
+        if copy is None:
+            return keep
+        kept = set(keep)
+        node = 0
+        for token in copy.tolist():
+            child = next(
+                (c for c in keep if parents[c] == node and int(tokens[c]) == token),
+                None,
+            )
+            if child is None:
+                tokens.append(copy.new_tensor(token))
+                parents.append(node)
+                depths.append(depths[node] + 1)
+                child = len(tokens) - 1
+                keep.append(child)
+                kept.add(child)
+            node = child
+        return keep
+
+    # ------------------------------------------------------------------ verification
+
+    def _processed_scores(self, sequence: torch.LongTensor, tree: DraftTree, logits: torch.Tensor) -> torch.Tensor:
+        """The call's logits processors on each node's logits, with the node's own context (sequence + path)."""
+        if not self.logits_processor:
+            return logits
+        paths: list[list[int]] = []
+        for node, parent in enumerate(tree.parents.tolist()):
+            paths.append([] if parent < 0 else paths[parent] + [node])
+        scores = torch.empty_like(logits)
+        for level in range(int(tree.depths.max()) + 1):
+            nodes = (tree.depths == level).nonzero().flatten()
+            path_tokens = torch.stack([tree.tokens[paths[n]] for n in nodes.tolist()]) if level else None
+            context = sequence.expand(nodes.numel(), -1)
+            if path_tokens is not None:
+                context = torch.cat([context, path_tokens], dim=1)
+            scores[nodes] = self.logits_processor(context, logits[nodes])
+        return scores
+
+    def verify(self, sequence: torch.LongTensor, tree: DraftTree) -> tuple[list[int], list[int], torch.Tensor]:
+        """One target forward over the tree; returns the accepted path (node indices, root first), the new tokens
+        (accepted children, then the target's own next token) and the processed scores that chose each."""
+        past_length = self.target_cache.get_seq_length()
+        dtype = next(self.target.parameters()).dtype
+        allowed = torch.ones(len(tree), past_length + len(tree), dtype=torch.bool, device=sequence.device)
+        allowed[:, past_length:] = tree.ancestor_mask()
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=sequence.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+        out = self.target(
+            input_ids=tree.tokens.unsqueeze(0),
+            position_ids=(tree.depths + past_length).unsqueeze(0),
+            attention_mask=mask,
+            past_key_values=self.target_cache,
+            use_cache=True,
+        )
+        raw = out.logits[0].float()
+        scores = self._processed_scores(sequence, tree, raw)
+        probs = scores.softmax(dim=-1) if self.do_sample else None
+        children = tree.children()
+        path, new_tokens, chosen_by = [0], [], []
+        node = 0
+        while True:
+            candidates = [int(tree.tokens[child]) for child in children[node]]
+            if self.do_sample:
+                accepted, token = sample_among_candidates(probs[node], candidates)
+            else:
+                token = int(scores[node].argmax())
+                accepted = candidates.index(token) if token in candidates else None
+            new_tokens.append(token)
+            chosen_by.append(node)
+            if accepted is None:
+                break
+            node = children[node][accepted]
+            path.append(node)
+        return path, new_tokens, scores[chosen_by]
+
+    def commit(self, tree: DraftTree, path: list[int]) -> None:
+        """Compact the target's KV cache and the recorded features to the accepted path of the verified `tree`."""
+        past_length = self.target_cache.get_seq_length() - len(tree)
+        device = self.recorder.features.device
+        keep = torch.cat([torch.arange(past_length), past_length + torch.tensor(path)]).to(device)
+        for layer in self.target_cache.layers:
+            layer.keys = layer.keys.index_select(-2, keep)
+            layer.values = layer.values.index_select(-2, keep)
+        offset = self.recorder.offset
+        self.recorder.features = self.recorder.features.index_select(1, keep[offset:] - offset)
+
+    # ------------------------------------------------------------------ loop
+
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        stopping_criteria: StoppingCriteriaList,
+        streamer: BaseStreamer | None = None,
+    ) -> GenerateDecoderOnlyOutput | torch.LongTensor:
+        config = self.generation_config
+        want_scores = bool(config.return_dict_in_generate and config.output_scores)
+        all_scores: list[torch.Tensor] = []
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+        self.recorder.arm()
+        out = self.target(input_ids=input_ids, past_key_values=self.target_cache, use_cache=True, logits_to_keep=1)
+        scores = self.logits_processor(input_ids, out.logits[:, -1].float())
+        if self.do_sample:
+            token = torch.multinomial(scores.softmax(dim=-1), 1)
+        else:
+            token = scores.argmax(dim=-1, keepdim=True)
+        sequence = torch.cat([input_ids, token], dim=1)
+        all_scores.append(scores)
+        if streamer is not None:
+            streamer.put(token.cpu())
+        finished = bool(stopping_criteria(sequence, scores).all())
+        while not finished:
+            budget = config.max_length - sequence.shape[1]
+            tree = self.build_tree(sequence, depth=min(self.depth, max(budget - 1, 0)))
+            path, new_tokens, token_scores = self.verify(sequence, tree)
+            self.rounds += 1
+            self.drafted += len(tree) - 1
+            self.accepted += len(path) - 1
+            self.commit(tree, path)
+            emitted = []
+            for position, token in enumerate(new_tokens):
+                sequence = torch.cat([sequence, sequence.new_tensor([[token]])], dim=1)
+                emitted.append(token)
+                all_scores.append(token_scores[position : position + 1])
+                if bool(stopping_criteria(sequence, token_scores[position : position + 1]).all()):
+                    finished = True
+                    break
+            if streamer is not None:
+                streamer.put(torch.tensor(emitted))
+        if streamer is not None:
+            streamer.end()
+        if config.return_dict_in_generate:
+            return GenerateDecoderOnlyOutput(
+                sequences=sequence,
+                scores=tuple(all_scores) if want_scores else None,
+                past_key_values=self.target_cache if config.use_cache else None,
+            )
+        return sequence
+
+
+_UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states", "output_logits")
+TREE_SETTINGS = ("tree_total_tokens", "tree_depth", "tree_top_k")
+
+
+def tree_settings(drafter: CoralDrafter, **overrides: int | None) -> dict[str, int]:
+    """The tree size a generation uses: each override, else the drafter's generation config, else its config.
+
+    A drafter's saved `generation_config.json` may predate the tree fields; its `config.json` always has them.
+    """
+    settings = {}
+    for name in TREE_SETTINGS:
+        for value in (
+            overrides.get(name),
+            getattr(drafter.generation_config, name, None),
+            getattr(drafter.config, name),
+        ):
+            if value is not None:
+                settings[name] = int(value)
+                break
+    return settings
+
+
+def tree_generate(
+    model: torch.nn.Module,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    synced_gpus: bool = False,
+    drafter: CoralDrafter | None = None,
+    tree_total_tokens: int | None = None,
+    tree_depth: int | None = None,
+    tree_top_k: int | None = None,
+    tree_streamer: BaseStreamer | None = None,
+    **model_kwargs: Any,
+) -> GenerateDecoderOnlyOutput | torch.LongTensor:
+    """Tree decoding with a CORAL drafter: `target.generate(**inputs, custom_generate=tree_generate, drafter=d)`.
+
+    transformers calls this with the prepared logits processors, stopping criteria and generation config, so
+    sampling settings, `max_new_tokens`, EOS and custom `stopping_criteria` behave as in plain `generate`.
+
+    Args:
+        model: the target (passed by `generate`).
+        drafter: a [`CoralDrafter`] attached to `model`.
+        tree_total_tokens, tree_depth, tree_top_k: override the drafter's `generation_config` tree settings for
+            this call: tokens verified per round (root included), levels, children per expanded node.
+        tree_streamer: a streamer (`TextStreamer`, ...). transformers does not hand `streamer=` to a
+            `custom_generate` callable, so pass it under this name.
+
+    Stop strings: transformers does not hand the `tokenizer` to a `custom_generate` callable either, so pass
+    `stopping_criteria=StoppingCriteriaList([StopStringCriteria(tokenizer, ["..."])])` instead of `stop_strings`.
+    """
+    if drafter is None:
+        raise TypeError(
+            "tree_generate needs the drafter: `target.generate(**inputs, custom_generate=coral_hf.tree_generate, "
+            "drafter=drafter)`."
+        )
+    if drafter.target is None or unwrap_target(drafter.target) is not unwrap_target(model):
+        raise RuntimeError(
+            "This CoralDrafter is not attached to the model calling generate(): attach it first "
+            "(`drafter.attach(model)` or `load_drafter(..., target=model)`)."
+        )
+    if generation_config.num_beams != 1 or (generation_config.num_return_sequences or 1) != 1:
+        raise ValueError(
+            "Tree decoding supports greedy decoding and sampling with one sequence: got "
+            f"num_beams={generation_config.num_beams}, num_return_sequences={generation_config.num_return_sequences}."
+        )
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"Tree decoding supports batch size 1 only, got {input_ids.shape[0]}.")
+    for name in _UNSUPPORTED_OUTPUTS:
+        if generation_config.return_dict_in_generate and getattr(generation_config, name, False):
+            raise ValueError(f"Tree decoding does not return {name.removeprefix('output_')}; drop {name}=True.")
+    past = model_kwargs.get("past_key_values")
+    if past is not None and past.get_seq_length() > 0:
+        raise ValueError("Tree decoding starts from an empty cache; drop past_key_values.")
+    attention_mask = model_kwargs.get("attention_mask")
+    if attention_mask is not None and not bool(attention_mask.all()):
+        raise ValueError("Tree decoding does not support padded inputs (attention_mask with zeros).")
+    window = getattr(unwrap_target(model).config.get_text_config(), "sliding_window", None)
+    if window is not None and generation_config.max_length > window:
+        raise ValueError(
+            f"Tree decoding does not apply sliding-window attention: max_length {generation_config.max_length} "
+            f"exceeds the target's sliding_window {window}."
+        )
+    settings = tree_settings(
+        drafter, tree_total_tokens=tree_total_tokens, tree_depth=tree_depth, tree_top_k=tree_top_k
+    )
+    decoder = TreeDecoder(
+        model,
+        drafter,
+        generation_config,
+        logits_processor,
+        total_tokens=settings["tree_total_tokens"],
+        depth=settings["tree_depth"],
+        top_k=settings["tree_top_k"],
+    )
+    drafter.__dict__["_candidate_generator"] = decoder
+    return decoder.generate(input_ids, stopping_criteria, streamer=tree_streamer)
+
+
+__all__ = [
+    "TREE_SETTINGS",
+    "DraftTree",
+    "TreeDecoder",
+    "sample_among_candidates",
+    "tree_ancestor_mask",
+    "tree_generate",
+    "tree_settings",
+]
