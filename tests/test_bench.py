@@ -214,7 +214,7 @@ def test_cli_end_to_end(pair, tokenizer, question_file, tmp_path, capsys):
     assert summary["settings"]["drafter_is_random"] and summary["draft_length"] == 3
     assert summary["compared"] == 1 and list(summary["categories"]) == ["coding"]
 
-    assert _run_cli([*common, "--drafter", "random", "--drafter-head", "router"]) == 1
+    assert _run_cli([*common, "--drafter", "random", "--drafter-head", "router"]) == 2
     assert "grouped head" in capsys.readouterr().err
 
 
@@ -222,7 +222,7 @@ def test_cli_without_drafter_for_target_explains(tokenizer, question_file, tmp_p
     target = make_tiny_target("llama", vocab_size=len(tokenizer))
     target.save_pretrained(tmp_path / "target")
     tokenizer.save_pretrained(tmp_path / "target")
-    assert _run_cli(["--target", str(tmp_path / "target"), "--prompts", str(question_file)]) == 1
+    assert _run_cli(["--target", str(tmp_path / "target"), "--prompts", str(question_file)]) == 2
     assert "--drafter random" in capsys.readouterr().err
 
 

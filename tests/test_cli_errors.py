@@ -48,3 +48,26 @@ def test_corrupt_drafter_weights_name_the_file(saved, tmp_path, capsys):
 def test_debug_shows_the_traceback():
     with pytest.raises(FileNotFoundError, match="no such directory"):
         main(["--debug", "bench", "--target", "/nonexistent/target"])
+
+
+def test_pull_offline_without_cache_is_one_line(saved, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["pull", "someone/no-such-drafter", "--target", str(saved / "target")]) == 2
+    line = _error_line(capsys)
+    assert "not in the local cache" in line and "Pull it once while online" in line
+
+
+def test_unwritable_output_dir_is_one_line(saved, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    data = tmp_path / "chat.jsonl"
+    data.write_text(
+        '{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "how are you"}]}\n' * 4
+    )
+    args = ["train", "--target", str(saved / "target"), "--data", str(data), "--max-steps", "1", "--cpu"]
+    assert main([*args, "--output-dir", str(blocker / "drafter")]) == 2
+    line = _error_line(capsys)
+    assert str(blocker) in line

@@ -438,7 +438,7 @@ def test_pull_refuses_other_target(hub: HubServer, drafter: CoralDrafter, target
 
     qwen_dir = target_dir.parent / "qwen-target"
     qwen.save_pretrained(qwen_dir)
-    assert _cli_in_process(["pull", repo_id, "--target", str(qwen_dir)]) == 1
+    assert _cli_in_process(["pull", repo_id, "--target", str(qwen_dir)]) == 2
     assert "model_type" in capsys.readouterr().err
 
 
@@ -457,7 +457,7 @@ def test_branches_missing_repo_and_wrong_revision(hub: HubServer, drafter: Coral
     with pytest.raises(RevisionNotFoundError, match=f"Revision 'v9' does not exist in drafter repo '{repo_id}'"):
         pull_drafter(repo_id, target=target, revision="v9")
 
-    assert _cli_in_process(["pull", missing, "--target", str(drafter.config.target_name_or_path)]) == 1
+    assert _cli_in_process(["pull", missing, "--target", str(drafter.config.target_name_or_path)]) == 2
     assert f"Drafter repo '{missing}' was not found" in capsys.readouterr().err
     with hub_environment(hub, Path(drafter.config.target_name_or_path).parent / "empty-home", offline=True):
         with pytest.raises(LocalEntryNotFoundError, match="not in the local cache"):

@@ -309,7 +309,7 @@ def test_cli_trains_saves_and_resumes(saved_tiny_target, tmp_path, capsys):
     state = json.loads((output_dir / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [2, 4, 6]
-    assert main([*common, "--resume", str(tmp_path / "missing")]) == 1
+    assert main([*common, "--resume", str(tmp_path / "missing")]) == 2
 
 
 def test_cli_help_and_defaults_match_the_training_arguments():
@@ -386,7 +386,7 @@ def test_cli_router_stage_trains_only_the_router_and_keeps_the_drafter(saved_tin
     ]
     drafter_dir, router_dir = tmp_path / "drafter", tmp_path / "router"
     assert main([*common, "--output-dir", str(drafter_dir)]) == 0
-    assert main([*common, "--output-dir", str(router_dir), "--stage", "router"]) == 1  # needs --init-from
+    assert main([*common, "--output-dir", str(router_dir), "--stage", "router"]) == 2  # needs --init-from
     assert (
         main(
             [

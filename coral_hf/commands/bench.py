@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from . import fail
 
 _EPILOG = """\
 examples:
@@ -151,11 +152,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -166,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from coral_hf.loading import shipped_drafter_path
 
     if args.hybrid_tokens is not None and args.hybrid_tokens < 0:
-        return _fail(f"--hybrid-tokens must be >= 0, got {args.hybrid_tokens}")
+        return fail(f"--hybrid-tokens must be >= 0, got {args.hybrid_tokens}")
     for name in (
         "max_new_tokens",
         "draft_length",
@@ -177,17 +173,17 @@ def run(args: argparse.Namespace) -> int:
     ):
         value = getattr(args, name)
         if value is not None and value < 1:
-            return _fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            return fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.temperature < 0:
-        return _fail(f"--temperature must be >= 0, got {args.temperature}")
+        return fail(f"--temperature must be >= 0, got {args.temperature}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
         prompts = load_prompts(args.prompts, limit=args.limit, categories=args.categories)
     except (ValueError, FileNotFoundError) as error:
-        return _fail(str(error))
+        return fail(str(error))
     if not prompts:
-        return _fail(f"no prompts selected from {args.prompts!r}")
+        return fail(f"no prompts selected from {args.prompts!r}")
 
     from coral_hf.targets import resolve_dtype
 
@@ -195,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     target, tokenizer = load_target(args.target, dtype=dtype, device=args.device)
     drafter_source = args.drafter or shipped_drafter_path(args.target)
     if drafter_source is None:
-        return _fail(
+        return fail(
             f"no drafter ships for target {args.target!r}: pass --drafter PATH_OR_HUB_ID "
             "(or --drafter random for the untrained overhead floor)"
         )
@@ -211,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             drafter.set_head_mode(args.drafter_head)
         except ValueError as error:
-            return _fail(str(error))
+            return fail(str(error))
 
     result = run_bench(
         target,

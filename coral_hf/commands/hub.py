@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from . import fail
+
 logger = logging.getLogger(__name__)
 
 _PUSH_EPILOG = """\
@@ -87,11 +89,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull.set_defaults(func=run_pull)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def _hub_errors() -> tuple[type[BaseException], ...]:
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
@@ -124,7 +121,7 @@ def run_push(args: argparse.Namespace) -> int:
             license=args.license,
         )
     except _hub_errors() as error:
-        return _fail(str(error))
+        return fail(str(error))
     print(f"Pushed {args.drafter_dir} to {commit.repo_url.repo_id} (revision {args.revision or 'main'}): {commit}")
     print(f"commit: {commit.oid}")
     return 0
@@ -151,7 +148,7 @@ def run_pull(args: argparse.Namespace) -> int:
     try:
         target = _load_target_model(args.target, args.target_revision, local_files_only=args.offline)
     except (OSError, ValueError) as error:
-        return _fail(f"cannot load target {args.target!r}: {error}")
+        return fail(f"cannot load target {args.target!r}: {error}")
     try:
         drafter = pull_drafter(
             args.repo_id,
@@ -162,7 +159,7 @@ def run_pull(args: argparse.Namespace) -> int:
         )
         location = args.output_dir or download_drafter(args.repo_id, revision=args.revision, local_files_only=True)
     except _hub_errors() as error:
-        return _fail(str(error))
+        return fail(str(error))
     parameters = sum(parameter.numel() for parameter in drafter.parameters())
     print(
         f"Pulled {args.repo_id} (revision {args.revision or 'main'}): {parameters:,} parameters, "

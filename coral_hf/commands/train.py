@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from . import fail
+
 logger = logging.getLogger(__name__)
 
 SHAREGPT_HUB_ID = "anon8231489123/ShareGPT_Vicuna_unfiltered"
@@ -282,11 +284,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_train)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def _resume_checkpoint(resume: str | None, output_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -319,7 +316,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         resume = _resume_checkpoint(args.resume, args.output_dir)
     except FileNotFoundError as error:
-        return _fail(str(error))
+        return fail(str(error))
     set_seed(args.seed)
 
     training_args = CoralTrainingArguments(
@@ -358,17 +355,17 @@ def run_train(args: argparse.Namespace) -> int:
         stage=args.stage,
     )
     if args.stage == "router" and args.init_from is None:
-        return _fail("--stage router trains the router of an existing drafter: pass --init-from DIR.")
+        return fail("--stage router trains the router of an existing drafter: pass --init-from DIR.")
     main = training_args.process_index == 0
 
     try:
         target, tokenizer = load_target(args.target, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     except (OSError, ValueError, ImportError) as error:
-        return _fail(f"cannot load target {args.target!r}: {error}")
+        return fail(f"cannot load target {args.target!r}: {error}")
     try:
         conversations = load_conversations(args.data, max_samples=args.max_samples)
     except (OSError, ValueError, ImportError) as error:
-        return _fail(f"cannot load data {args.data!r}: {error}")
+        return fail(f"cannot load data {args.data!r}: {error}")
     train_conversations, heldout = split_conversations(conversations, heldout_fraction=args.heldout_fraction)
     heldout = heldout[: args.eval_samples]
     if not heldout:  # tiny data sets: hold out at least one conversation
@@ -376,7 +373,7 @@ def run_train(args: argparse.Namespace) -> int:
     train_dataset = build_training_dataset(tokenizer, train_conversations, max_length=args.max_length)
     eval_dataset = build_training_dataset(tokenizer, heldout, max_length=args.max_length)
     if len(train_dataset) == 0 or len(eval_dataset) == 0:
-        return _fail(f"no usable conversations in {args.data!r} (every one lacks an assistant token).")
+        return fail(f"no usable conversations in {args.data!r} (every one lacks an assistant token).")
 
     if args.init_from is not None:
         drafter = CoralDrafter.from_pretrained(args.init_from, target=target, dtype=torch.float32)
@@ -415,7 +412,7 @@ def run_train(args: argparse.Namespace) -> int:
             eval_dataset=eval_dataset,
         )
     except StaleFeatureCacheError as error:
-        return _fail(str(error))
+        return fail(str(error))
     if main:
         print(
             f"Training a drafter for {args.target} on {len(train_dataset)} conversations "
