@@ -162,13 +162,13 @@ class TreeDecoder:
     def _log_probs(self, features: torch.Tensor) -> torch.Tensor:
         return self.drafter.compute_logits(features).log_softmax(dim=-1)
 
-    def build_tree(self, sequence: torch.LongTensor, depth: int) -> DraftTree:
+    def build_tree(self, sequence: torch.LongTensor, depth: int, copy_length: int = 0) -> DraftTree:
         """Expand the drafter's likeliest nodes for `depth` levels and keep the best `total_tokens - 1` of them.
 
         Each level runs the drafter once on the `top_k` frontier nodes of highest cumulative log-probability; every
         child of the frontier becomes a candidate. Scores only fall along a path, so the best nodes (ties broken
-        by creation order) always include their ancestors. A prompt-lookup copy, when configured and found, is
-        added as one more branch.
+        by creation order) always include their ancestors. A prompt-lookup copy of up to `copy_length` tokens, when
+        found, is added as one more branch; it may reach deeper than `depth`, as copies cost nothing to propose.
         """
         device = sequence.device
         root = sequence[0, -1]
@@ -230,8 +230,8 @@ class TreeDecoder:
             self.drafter_cache.crop(prefix_length - self.drafter_cache.get_seq_length())
         order = torch.tensor(scores[1:]).argsort(descending=True, stable=True)[: self.total_tokens - 1] + 1
         keep = [0] + sorted(order.tolist(), key=lambda node: (depths[node], node))
-        if self.lookup_tokens and depth > 0:
-            copy = lookup_continuation(sequence[0], self.lookup_ngram, min(self.lookup_tokens, depth))
+        if copy_length > 0:
+            copy = lookup_continuation(sequence[0], self.lookup_ngram, copy_length)
             keep = self._add_copy_branch(keep, tokens, parents, depths, copy)
         index = {node: position for position, node in enumerate(keep)}
         return DraftTree(
@@ -356,7 +356,8 @@ class TreeDecoder:
         finished = bool(stopping_criteria(sequence, scores).all())
         while not finished:
             budget = config.max_length - sequence.shape[1]
-            tree = self.build_tree(sequence, depth=min(self.depth, max(budget - 1, 0)))
+            most = max(budget - 1, 0)  # a round adds its accepted path and the target's own token
+            tree = self.build_tree(sequence, depth=min(self.depth, most), copy_length=min(self.lookup_tokens, most))
             path, new_tokens, token_scores = self.verify(sequence, tree)
             self.rounds += 1
             self.drafted += len(tree) - 1

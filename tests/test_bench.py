@@ -226,15 +226,20 @@ def test_cli_without_drafter_for_target_explains(tokenizer, question_file, tmp_p
     assert "--drafter random" in capsys.readouterr().err
 
 
-def test_followeval_summary_compares_plain_and_drafter_verdicts(pair, tokenizer):
+def test_followeval_summary_compares_plain_and_drafter_verdicts(pair, tokenizer, tmp_path):
     target, drafter = pair
     prompts = load_prompts("followeval", limit=1)
-    result = run_bench(target, tokenizer, drafter, prompts, max_new_tokens=6, warmup=0, draft_step_repetitions=0)
+    result = run_bench(
+        target, tokenizer, drafter, prompts, max_new_tokens=6, warmup=0, draft_step_repetitions=0, decoding=("tree",)
+    )
     result.followeval = followeval_summary(result)
     summary = result.summary()
     assert summary["followeval"]["n"] == len(prompts)
     assert summary["followeval"]["verdict_flips"] == 0  # greedy + lossless: the same text, the same verdicts
+    assert set(summary["followeval"]["other_modes"]) == {PROMPT_LOOKUP, TREE}
+    assert all(other["verdict_flips"] == 0 for other in summary["followeval"]["other_modes"].values())
     assert "FollowEval" in format_table(result)
+    assert "| en | 1 |" in write_report(result, tmp_path).read_text()
 
 
 def test_tie_classification_by_dtype_resolution():

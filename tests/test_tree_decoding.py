@@ -153,12 +153,18 @@ def test_custom_stopping_criteria_and_streamer(trained_llama_pair):
 
 def test_prompt_lookup_branch_stays_lossless():
     target = make_tiny_target("qwen2")
-    drafter = CoralDrafter.from_target(target, prompt_lookup_tokens=4)
-    for seed in range(5):
-        phrase = _prompt(seed, length=5)
-        prompt = torch.cat([phrase, _prompt(seed + 100, length=2), phrase, phrase[:, :2]], dim=1)
-        plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
-        assert torch.equal(plain, _tree(target, prompt, drafter, max_new_tokens=30, do_sample=False))
+    drafter = CoralDrafter.from_target(target, prompt_lookup_tokens=8)  # an untrained drafter: copies do the work
+    accepted = {}
+    for lookup in (8, None):
+        drafter.generation_config.prompt_lookup_num_tokens = lookup
+        accepted[lookup] = 0
+        for seed in range(5):
+            phrase = _prompt(seed, length=5)
+            prompt = torch.cat([phrase, _prompt(seed + 100, length=2), phrase, phrase[:, :2]], dim=1)
+            plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
+            assert torch.equal(plain, _tree(target, prompt, drafter, max_new_tokens=30, do_sample=False, tree_depth=2))
+            accepted[lookup] += drafter.last_generation_stats["accepted"]
+    assert accepted[8] > accepted[None]  # the copy branch, longer than the tree's depth, got accepted
 
 
 def test_tree_settings_per_call_and_scores(trained_llama_pair):

@@ -608,18 +608,26 @@ def run_bench(
 
 
 def followeval_summary(result: BenchResult) -> dict[str, Any]:
-    """FollowEval pass rates of the plain and drafter responses (last turn) of a run on the `followeval` prompts."""
+    """FollowEval pass rates of the plain and drafter responses (last turn) of a run on the `followeval` prompts.
+
+    The top level compares plain decoding with the chain drafter; `other_modes` holds the same comparison for every
+    other assisted mode of the run (prompt lookup, hybrid, tree).
+    """
     from .followeval import load_followeval, summarize
 
     instances = {instance.id: instance for instance in load_followeval()}
     missing = [prompt.id for prompt in result.prompts if prompt.id not in instances]
     if missing:
         raise ValueError(f"Prompts {missing[:5]} are not FollowEval instances; run the benchmark on `followeval`.")
-    return summarize(
-        [instances[prompt.id] for prompt in result.prompts],
-        [prompt.responses[PLAIN][-1] for prompt in result.prompts],
-        [prompt.responses[DRAFTER][-1] for prompt in result.prompts],
-    )
+    chosen = [instances[prompt.id] for prompt in result.prompts]
+    plain = [prompt.responses[PLAIN][-1] for prompt in result.prompts]
+
+    def compare(mode: str) -> dict[str, Any]:
+        return summarize(chosen, plain, [prompt.responses[mode][-1] for prompt in result.prompts])
+
+    summary = compare(DRAFTER)
+    summary["other_modes"] = {mode: compare(mode) for mode in result.modes if mode not in (PLAIN, DRAFTER)}
+    return summary
 
 
 __all__ = [

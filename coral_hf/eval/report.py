@@ -147,6 +147,10 @@ def format_table(result: BenchResult) -> str:
         lines.append(
             f"FollowEval: pass rate plain {followeval['pass_rate_plain']:.1%}, drafter "
             f"{followeval['pass_rate_drafter']:.1%}, verdict flips {followeval['verdict_flips']}"
+            + "".join(
+                f"; {_MODE_LABELS[mode]} {other['pass_rate_drafter']:.1%}, flips {other['verdict_flips']}"
+                for mode, other in followeval.get("other_modes", {}).items()
+            )
         )
     return "\n".join(lines)
 
@@ -269,6 +273,18 @@ def render_markdown(result: BenchResult) -> str:
             f"verdict flips {followeval['verdict_flips']} (of {followeval['n']}).",
             "",
         ]
+        others = followeval.get("other_modes", {})
+        columns = ["group", "n", "plain", "drafter"] + [_MODE_LABELS[mode] for mode in others]
+        rows = []
+        for key in ("by_language", "by_dimension"):
+            for group, rates in followeval[key].items():
+                row = [group, str(rates["n"]), f"{rates['plain']:.1%}", f"{rates['drafter']:.1%}"]
+                row += [f"{other[key][group]['drafter']:.1%}" for other in others.values()]
+                rows.append(row)
+        row = ["flips", str(followeval["n"]), "", str(followeval["verdict_flips"])]
+        rows.append(row + [str(other["verdict_flips"]) for other in others.values()])
+        lines += _markdown_table(columns, rows)
+        lines.append("")
     lines += ["## Per prompt", ""]
     assisted = _assisted(result)
     columns = ["prompt", "category", "turns", "tokens (plain)", "plain tok/s"]
