@@ -1,6 +1,7 @@
 """Verification cost on this machine: one target forward over k new tokens, relative to one token, by dtype.
 
     python scripts/bench_verification.py --threads 2 --json docs/bench/verification.json
+    python scripts/bench_verification.py --threads 2 --tree --sizes 1 4 8 16 24 32 48 64   # tree decoding's forward
 
 This is what decides the best draft length (and whether bf16 pays) on a CPU: speculation gains tau tokens per target
 forward, but a forward over k + 1 tokens costs more than one over 1 token. Each measurement is the median of
@@ -20,11 +21,29 @@ from transformers import DynamicCache
 
 import coral_hf
 from coral_hf.eval.bench import machine_info
+from coral_hf.tree_decoding import tree_ancestor_mask
+
+
+def _tree_inputs(size: int, context: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Position ids and the additive 4D mask of a `size`-node binary draft tree after `context` cached tokens."""
+    parents = torch.tensor([-1] + [(node - 1) // 2 for node in range(1, size)])
+    depths = torch.zeros(size, dtype=torch.long)
+    for node in range(1, size):
+        depths[node] = depths[parents[node]] + 1
+    allowed = torch.ones(size, context + size, dtype=torch.bool)
+    allowed[:, context:] = tree_ancestor_mask(parents)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return {"position_ids": (context + depths)[None], "attention_mask": mask[None, None]}
 
 
 @torch.no_grad()
-def verification_costs(target, context: int, sizes: list[int], repetitions: int) -> dict[int, float]:
-    """Median ms of a forward over `size` new tokens after a `context`-token cache, for each size, interleaved."""
+def verification_costs(
+    target, context: int, sizes: list[int], repetitions: int, tree: bool = False
+) -> dict[int, float]:
+    """Median ms of a forward over `size` new tokens after a `context`-token cache, for each size, interleaved.
+
+    With `tree`, the new tokens form a draft tree (4D mask, per-node positions), as `coral_hf.tree_generate` sends.
+    """
     prompt = torch.randint(100, 20000, (1, context), generator=torch.Generator().manual_seed(0))
     timings: dict[int, list[float]] = {size: [] for size in sizes}
     for repetition in range(repetitions + 1):
@@ -32,8 +51,9 @@ def verification_costs(target, context: int, sizes: list[int], repetitions: int)
             cache = DynamicCache()
             target(input_ids=prompt, past_key_values=cache, use_cache=True)
             new = torch.randint(100, 20000, (1, size))
+            extra = _tree_inputs(size, context, target.dtype) if tree else {}
             start = time.perf_counter()
-            target(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=size)
+            target(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=size, **extra)
             if repetition:  # the first pass is warm-up
                 timings[size].append((time.perf_counter() - start) * 1000)
     return {size: statistics.median(values) for size, values in timings.items()}
@@ -46,14 +66,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8, 12, 16])
     parser.add_argument("--repetitions", type=int, default=10)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--tree", action="store_true", help="Tree-shaped new tokens (4D mask), as tree decoding.")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"context": args.context, "machine": machine_info(torch.device("cpu")), "dtypes": {}}
+    report = {"context": args.context, "tree": args.tree, "machine": machine_info(torch.device("cpu")), "dtypes": {}}
     for dtype in args.dtypes:
         target, _ = coral_hf.load_target("smollm2-135m-instruct", dtype=getattr(torch, dtype))
-        costs = verification_costs(target, args.context, args.sizes, args.repetitions)
+        costs = verification_costs(target, args.context, args.sizes, args.repetitions, tree=args.tree)
         report["dtypes"][dtype] = {
             "ms": {size: round(ms, 2) for size, ms in costs.items()},
             "relative": {size: round(ms / costs[1], 3) for size, ms in costs.items()},

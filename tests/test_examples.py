@@ -51,6 +51,7 @@ def test_train_then_generate_then_push_pull(tiny_files, tmp_path, monkeypatch, c
     generate = ["--target", target, "--drafter", drafter, "--prompt", "continue one two", "--max-new-tokens", "12"]
     assert _run_example("generate_with_drafter.py", generate, monkeypatch) == 0
     assert _run_example("generate_with_drafter.py", [*generate, "--hybrid", "3"], monkeypatch) == 0
+    assert _run_example("generate_with_drafter.py", [*generate, "--tree"], monkeypatch) == 0
     assert "identical to plain generate: True" in capsys.readouterr().out
 
     with HubServer() as server, hub_environment(server, tmp_path / "hf_home"):

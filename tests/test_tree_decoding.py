@@ -271,6 +271,12 @@ def test_refusals_are_one_clear_error(trained_llama_pair):
         _tree(target, prompt, drafter, max_new_tokens=5, num_beams=2)
     with pytest.raises(ValueError, match="tree_depth must be >= 1"):
         _tree(target, prompt, drafter, max_new_tokens=5, tree_depth=-1)
+    padded = torch.ones_like(prompt)
+    padded[0, 0] = 0
+    with pytest.raises(ValueError, match="padded inputs"):
+        _tree(target, prompt, drafter, attention_mask=padded, max_new_tokens=5)
+    with pytest.raises(ValueError, match="does not return hidden_states"):
+        _tree(target, prompt, drafter, max_new_tokens=5, return_dict_in_generate=True, output_hidden_states=True)
     other = make_tiny_target("llama", seed=9)
     with pytest.raises(RuntimeError, match="not attached to the model"):
         _tree(other, prompt, drafter, max_new_tokens=5)
