@@ -312,51 +312,48 @@ def test_cli_trains_saves_and_resumes(saved_tiny_target, tmp_path, capsys):
     assert main([*common, "--resume", str(tmp_path / "missing")]) == 2
 
 
-def test_cli_help_and_defaults_match_the_training_arguments():
+def test_cli_is_generated_from_the_training_arguments():
+    """Every CoralTrainingArguments field is a flag with the dataclass's default (the CLI's own defaults aside),
+    and the short names of earlier releases still parse."""
     import argparse
+    import dataclasses
 
-    from coral_hf.commands.train import register
+    from coral_hf.commands.train import CLI_DEFAULTS, TrainScriptArguments, parse_arguments, register
 
     parser = argparse.ArgumentParser(prog="coral-hf")
     register(parser.add_subparsers(dest="command"))
     train_parser = parser._subparsers._group_actions[0].choices["train"]
     text = train_parser.format_help()
-    for flag in (
-        "--target",
-        "--data",
-        "--output-dir",
-        "--max-steps",
-        "--max-samples",
-        "--max-length",
-        "--unroll-steps",
-        "--csra-weight",
-        "--learning-rate",
-        "--batch-size",
-        "--gradient-accumulation-steps",
-        "--epochs",
-        "--feature-cache",
-        "--resume",
-        "--seed",
-        "--draft-length",
-        "--save-steps",
-        "--eval-steps",
-    ):
+    for flag in ("--target", "--data", "--batch-size", "--epochs", "--cpu", "--feature-cache", "--resume"):
         assert flag in text, flag
-    cli = parser.parse_args(["train"])
-    defaults = CoralTrainingArguments(output_dir="unused")
-    for name in (
-        "unroll_steps",
-        "unroll_warmup_ratio",
-        "csra_weight",
-        "csra_temperature",
-        "csra_pairing",
-        "csra_warmup_ratio",
-        "topk_weight",
-        "feature_noise",
-        "learning_rate",
-    ):
-        assert getattr(cli, name) == getattr(defaults, name), name
-    assert cli.batch_size == defaults.per_device_train_batch_size
+    for item in dataclasses.fields(CoralTrainingArguments):
+        if item.init:
+            assert f"--{item.name.replace('_', '-')}" in text, item.name
+    script, cli = parse_arguments(parser.parse_args(["train"]))
+    assert script == TrainScriptArguments()
+    expected = {name: value for name, value in CLI_DEFAULTS.items() if value is not None}
+    defaults = CoralTrainingArguments(**expected, eval_steps=500)  # the CLI evaluates where it checkpoints
+    for item in dataclasses.fields(CoralTrainingArguments):
+        if item.init and item.name not in ("dataset_name", "dataloader_pin_memory"):
+            assert getattr(cli, item.name) == getattr(defaults, item.name), item.name
+    assert cli.eval_steps == cli.save_steps and cli.max_length == 1024 and cli.logit_vocab == "full"
+
+    argv = [
+        "train",
+        "--batch-size",
+        "3",
+        "--epochs",
+        "2",
+        "--cpu",
+        "--feature-cache",
+        "cache",
+        "--shortlist-size",
+        "8",
+    ]
+    script, cli = parse_arguments(parser.parse_args([*argv, "--resume", "--lr-scheduler-type", "cosine"]))
+    assert (cli.per_device_train_batch_size, cli.num_train_epochs, cli.use_cpu) == (3, 2.0, True)
+    assert cli.feature_cache_dir == "cache" and cli.logit_vocab == "shortlist" and script.resume == "auto"
+    assert cli.lr_scheduler_type == "cosine"  # any TrainingArguments flag
 
 
 def test_cli_router_stage_trains_only_the_router_and_keeps_the_drafter(saved_tiny_target, tmp_path):

@@ -130,7 +130,8 @@ class CoralTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Precompute the target's features into this directory (train/ and eval/ caches, "
-            "resumable, checked against the target and data) instead of running the target at every step."
+            "resumable, checked against the target and data) instead of running the target at every step.",
+            "aliases": ["--feature-cache"],
         },
     )
     feature_cache_dtype: str = field(
@@ -199,8 +200,17 @@ class CoralTrainingArguments(TrainingArguments):
     max_grad_norm: float = field(
         default=0.0, metadata={"help": "Gradient clipping by global norm (0 disables it; see max_grad_value)."}
     )
-    per_device_train_batch_size: int = field(default=2, metadata={"help": "Training batch size per device."})
+    per_device_train_batch_size: int = field(
+        default=2, metadata={"help": "Training batch size per device.", "aliases": ["--batch-size"]}
+    )
     per_device_eval_batch_size: int = field(default=2, metadata={"help": "Evaluation batch size per device."})
+    num_train_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Training epochs (max_steps, when > 0, overrides it).", "aliases": ["--epochs"]},
+    )
+    use_cpu: bool = field(
+        default=False, metadata={"help": "Train on CPU even when a GPU is available.", "aliases": ["--cpu"]}
+    )
     logging_steps: float = field(default=10, metadata={"help": "Log every X optimizer steps."})
     include_num_input_tokens_seen: str = field(
         default="non_padding",
