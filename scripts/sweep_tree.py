@@ -1,0 +1,132 @@
+"""Choose tree-decoding settings by measurement: tau and speedup of several tree sizes, interleaved per prompt.
+
+    python scripts/sweep_tree.py --dtype bfloat16 --threads 2 --limit 2 --json docs/bench/tree-sweep-bf16.json
+    python scripts/sweep_tree.py --dtype float32 --settings 4,3,2 8,4,2 16,5,4 --json tree-sweep-fp32.json
+
+Each prompt (first turns of the held-out ShareGPT prompts) is generated greedily with plain `generate`, the chain
+drafter (`assistant_model=`) and every tree setting `total,depth,top_k` (`coral_hf.tree_generate`), in a rotating
+order after a warm-up; speedups are medians over prompts of per-prompt ratios, tau pools all rounds. Every output is
+checked against plain greedy (ties at the dtype's resolution are counted apart, as in `coral-hf bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import coral_hf
+from coral_hf.eval.bench import RoundRecorder, first_divergence, machine_info
+from coral_hf.eval.prompts import load_prompts
+
+DEFAULT_SETTINGS = ("8,4,2", "16,5,4", "24,6,4", "32,6,8", "48,7,8", "64,8,10")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--drafter", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=2, help="Prompts per category of sharegpt-heldout.")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="TOTAL,DEPTH,TOP_K")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target, tokenizer = coral_hf.load_target("smollm2-135m-instruct", dtype=getattr(torch, args.dtype))
+    drafter = coral_hf.load_drafter(args.drafter, target=target)
+    drafter.generation_config.prompt_lookup_num_tokens = None  # the drafter alone in every mode
+    settings = {name: tuple(int(part) for part in name.split(",")) for name in args.settings}
+
+    def run(mode: str, input_ids: torch.Tensor) -> tuple[list[int], float, int]:
+        rounds = RoundRecorder()
+        kwargs: dict = {}
+        if mode == "chain":
+            kwargs = {"assistant_model": drafter, "streamer": rounds}
+        elif mode != "plain":
+            total, depth, top_k = settings[mode]
+            kwargs = {
+                "custom_generate": coral_hf.tree_generate,
+                "drafter": drafter,
+                "tree_streamer": rounds,
+                "tree_total_tokens": total,
+                "tree_depth": depth,
+                "tree_top_k": top_k,
+            }
+        start = time.perf_counter()
+        output = target.generate(input_ids, max_new_tokens=args.max_new_tokens, do_sample=False, **kwargs)
+        seconds = time.perf_counter() - start
+        tokens = output[0, input_ids.shape[1] :].tolist()
+        return tokens, seconds, len(rounds.round_sizes) if mode != "plain" else len(tokens)
+
+    modes = ["plain", "chain", *settings]
+    prompts = load_prompts("sharegpt-heldout", limit=args.limit)
+    encoded = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": item.turns[0]}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
+        for item in prompts
+    ]
+    for mode in modes:
+        run(mode, encoded[0])  # warm-up
+    speedups: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
+    tokens = {mode: 0 for mode in modes}
+    forwards = {mode: 0 for mode in modes}
+    identical = {mode: 0 for mode in modes[1:]}
+    ties = {mode: 0 for mode in modes[1:]}
+    for index, input_ids in enumerate(encoded):
+        order = modes[index % len(modes) :] + modes[: index % len(modes)]
+        results = {mode: run(mode, input_ids) for mode in order}
+        plain_tokens, plain_seconds, _ = results["plain"]
+        for mode, (output, seconds, target_forwards) in results.items():
+            tokens[mode] += len(output)
+            forwards[mode] += target_forwards
+            if mode == "plain":
+                continue
+            speedups[mode].append((len(output) / seconds) / (len(plain_tokens) / plain_seconds))
+            found = first_divergence(
+                target, tokenizer, input_ids, plain_tokens, output, prompt_id=str(index), turn=0, mode=mode
+            )
+            identical[mode] += found is None
+            ties[mode] += found is not None and found.tie
+        print(f"prompt {index + 1}/{len(encoded)} done", flush=True)
+    report = {
+        "dtype": args.dtype,
+        "prompts": len(encoded),
+        "max_new_tokens": args.max_new_tokens,
+        "machine": machine_info(torch.device("cpu")),
+        "modes": {
+            mode: {
+                "tau": round(tokens[mode] / forwards[mode], 3),
+                "speedup_median": round(statistics.median(speedups[mode]), 3),
+                "identical": identical[mode],
+                "ties": ties[mode],
+                **(
+                    dict(zip(("total_tokens", "depth", "top_k"), settings[mode], strict=True))
+                    if mode in settings
+                    else {}
+                ),
+            }
+            for mode in modes[1:]
+        },
+    }
+    for mode, numbers in report["modes"].items():
+        print(
+            f"{mode:>10}: tau {numbers['tau']:.2f}  speedup {numbers['speedup_median']:.2f}x  "
+            f"identical {numbers['identical']}/{len(encoded)} (ties {numbers['ties']})"
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
