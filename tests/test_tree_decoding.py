@@ -299,3 +299,14 @@ def test_stop_strings_through_stopping_criteria_match_plain():
             break
     tree = _tree(target, prompt, drafter, max_new_tokens=20, do_sample=False, stopping_criteria=criteria)
     assert torch.equal(plain, tree) and plain.shape[1] < 4 + 20
+
+
+@pytest.mark.parametrize("head_mode", ["router", "shortlist"])
+def test_lighter_heads_draft_trees_losslessly(head_mode):
+    """Frontier rows go through the router / shortlist head together (each row its own groups)."""
+    target = make_tiny_target("llama", seed=6)
+    drafter = CoralDrafter.from_target(target, num_groups=8, active_groups=2, head_mode=head_mode)
+    for seed in range(3):
+        prompt = _prompt(seed, length=5)
+        plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
+        assert torch.equal(plain, _tree(target, prompt, drafter, max_new_tokens=20, do_sample=False))
