@@ -94,20 +94,27 @@ class TrainScriptArguments:
         default=None,
         metadata={"help": "Start from this trained drafter (required by --stage router).", "metavar": "DIR"},
     )
-    num_groups: int = field(
-        default=256, metadata={"help": "Router stage: vocabulary groups of the grouped LM head.", "metavar": "G"}
-    )
-    active_groups: int = field(
-        default=16,
+    num_groups: int | None = field(
+        default=None,
         metadata={
-            "help": "Router stage: groups activated per draft step (16 of 256: 1/16 of the head).",
+            "help": "Vocabulary groups of the grouped LM head (router stage, and --shortlist-size drafters). Default: "
+            "the --init-from drafter's own, else CoralConfig's (64).",
+            "metavar": "G",
+        },
+    )
+    active_groups: int | None = field(
+        default=None,
+        metadata={
+            "help": "Groups the router activates per draft step. Default: the drafter's own, else CoralConfig's "
+            "(num_groups / 8).",
             "metavar": "K",
         },
     )
-    group_strategy: str = field(
-        default="cluster",
+    group_strategy: str | None = field(
+        default=None,
         metadata={
-            "help": "Router stage: how the vocabulary is permuted into groups.",
+            "help": "Router stage: how the vocabulary is permuted into groups (cluster measured best, "
+            "docs/lighter_drafter.md). Default: the drafter's own, else CoralConfig's (contiguous).",
             "choices": ["contiguous", "frequency", "cluster"],
         },
     )
@@ -293,8 +300,9 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = trainer.training_recipe(output)
     recipe.update(conversations=len(conversations), heldout_conversations=len(eval_dataset), target=script.target)
     if training_args.stage == "router":
+        config = drafter.config
         recipe.update(
-            num_groups=script.num_groups, active_groups=script.active_groups, group_strategy=script.group_strategy
+            num_groups=config.num_groups, active_groups=config.active_groups, group_strategy=config.group_strategy
         )
         recipe = {**(earlier_recipe or {}), "router_stage": recipe}
     drafter.config.training_recipe = recipe
