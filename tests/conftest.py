@@ -1,54 +1,10 @@
-"""Shared fixtures: tiny targets of several families built in code, and a briefly trained tiny drafter."""
+"""Shared fixtures (the helpers they use live in `tests/testing_utils.py`)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
 
-TINY_VOCAB = 96
-_FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM, {}),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {"use_sliding_window": False}),
-    "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
-}
-FAMILIES = tuple(_FAMILIES)
-
-
-def make_tiny_target(family: str = "llama", seed: int = 0, vocab_size: int = TINY_VOCAB, **overrides):
-    """A 2-layer causal LM of `family` with random weights (fp32, eval mode, deterministic per seed)."""
-    config_class, model_class, family_kwargs = _FAMILIES[family]
-    kwargs = dict(
-        vocab_size=vocab_size,
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    kwargs.update(family_kwargs)
-    kwargs.update(overrides)
-    torch.manual_seed(seed)
-    model = model_class(config_class(**kwargs)).eval()
-    # Random init gives near-uniform next-token distributions; sharpen the head so greedy paths are well defined
-    # and sampling distributions are far from uniform.
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
-    return model
+from .testing_utils import FAMILIES, make_tiny_target, train_tiny_drafter
 
 
 @pytest.fixture(params=FAMILIES)
@@ -56,97 +12,7 @@ def tiny_target(request):
     return make_tiny_target(request.param)
 
 
-def train_tiny_drafter(target, steps: int = 300, seed: int = 0, **config_overrides):
-    """A drafter fitted (single-step, on the target's greedy continuations) to a tiny target in a few seconds.
-
-    Random drafters accept almost nothing; this one accepts multiple tokens per round, which exercises the
-    acceptance and cache-rollback paths.
-    """
-    from coral_hf import CoralDrafter
-
-    torch.manual_seed(seed)
-    drafter = CoralDrafter.from_target(target, **config_overrides)
-    vocab = target.config.vocab_size
-    with torch.no_grad():
-        prompts = torch.randint(1, vocab, (16, 4))
-        sequences = torch.cat(
-            [target.generate(p[None], max_new_tokens=40, min_new_tokens=40, do_sample=False) for p in prompts]
-        )
-        features = target.model(sequences).last_hidden_state
-        target_logits = target.lm_head(features)
-    optimizer = torch.optim.AdamW(drafter.parameters(), lr=3e-3)
-    drafter.train()
-    for _ in range(steps):
-        out = drafter(input_ids=sequences[:, 1:], hidden_states=features[:, :-1], output_logits=True)
-        loss = torch.nn.functional.smooth_l1_loss(out.last_hidden_state, features[:, 1:]) + 0.1 * (
-            torch.nn.functional.cross_entropy(
-                out.logits.flatten(0, 1), target_logits[:, 1:].argmax(-1).flatten(), reduction="mean"
-            )
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return drafter.eval()
-
-
 @pytest.fixture(scope="module")
 def trained_llama_pair():
     target = make_tiny_target("llama", seed=1)
     return target, train_tiny_drafter(target)
-
-
-def exact_second_token_distribution(target, prompt, temperature: float = 1.0, top_k: int | None = None):
-    """P(2nd generated token | prompt) under the target's own sampling, by enumerating the first token."""
-    with torch.no_grad():
-
-        def next_probs(ids):
-            logits = target(ids).logits[:, -1].float() / temperature
-            if top_k is not None:
-                kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            return logits.softmax(-1)
-
-        first = next_probs(prompt)[0]
-        vocab = first.shape[0]
-        candidates = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
-        return (first[:, None] * next_probs(candidates)).sum(0)
-
-
-def assert_counts_follow(counts: torch.Tensor, probabilities: torch.Tensor) -> None:
-    """Chi-square goodness of fit of sampled token counts to exact probabilities; fails at p < 1e-3."""
-    samples = counts.sum()
-    expected = probabilities * samples
-    keep = expected > 5  # chi-square validity; pool the rare tail
-    observed = torch.cat([counts[keep], counts[~keep].sum()[None]])
-    expected = torch.cat([expected[keep], expected[~keep].sum()[None]])
-    nonzero = expected > 0
-    chi2 = (((observed - expected) ** 2)[nonzero] / expected[nonzero]).sum().item()
-    dof = int(nonzero.sum()) - 1
-    critical = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3  # Wilson-Hilferty, 0.999 quantile
-    assert chi2 < critical, f"chi2={chi2:.1f} >= {critical:.1f} (dof={dof})"
-
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-def make_chat_tokenizer(corpus: list[str], vocab_size: int = 320) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained in code on `corpus`, with ChatML special tokens and chat template."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator([*corpus, "user assistant system"] * 5, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>"
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer

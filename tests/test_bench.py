@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from conftest import make_chat_tokenizer, make_tiny_target, train_tiny_drafter
 
 from coral_hf.commands import bench as bench_command
 from coral_hf.eval.bench import (
@@ -23,6 +22,8 @@ from coral_hf.eval.bench import (
 )
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
+
+from .testing_utils import make_chat_tokenizer, make_tiny_target, train_tiny_drafter
 
 QUESTIONS = [
     {"question_id": 1, "category": "writing", "turns": ["Write a short poem about the sea.", "Now make it rhyme."]},

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_chat_tokenizer, make_tiny_target
 
 from coral_hf import CoralDrafter
 from coral_hf.cli import main
+
+from .testing_utils import make_chat_tokenizer, make_tiny_target
 
 
 @pytest.fixture(scope="module")

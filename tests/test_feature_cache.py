@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_target
 from test_training import new_drafter, single_thread, tiny_args, tiny_setup  # noqa: F401 (autouse fixture)
 
 import coral_hf.training.features as features_module
@@ -19,6 +18,8 @@ from coral_hf.training import (
     compute_target_features,
 )
 from coral_hf.training.objective import CoralLossConfig
+
+from .testing_utils import make_tiny_target
 
 SHARD_SIZE = 4
 

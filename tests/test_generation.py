@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
+from transformers.generation.streamers import BaseStreamer
+
+from coral_hf import CoralDrafter
+
+from .testing_utils import (
     FAMILIES,
     assert_counts_follow,
     exact_second_token_distribution,
     make_tiny_target,
     train_tiny_drafter,
 )
-from transformers.generation.streamers import BaseStreamer
-
-from coral_hf import CoralDrafter
 
 
 def _prompt(seed: int, length: int, vocab: int) -> torch.LongTensor:

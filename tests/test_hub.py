@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_target
-from hub_server import HubServer, hub_environment, subprocess_env
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download, upload_folder
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -36,6 +34,9 @@ import coral_hf
 from coral_hf import CoralDrafter, CoralTargetMismatchError
 from coral_hf.hub import UnsafeCheckpointError, pull_drafter, push_drafter, render_model_card
 from coral_hf.training import DrafterCardCallback, DrafterCardTrainerMixin
+
+from .hub_server import HubServer, hub_environment, subprocess_env
+from .testing_utils import make_tiny_target
 
 # huggingface_hub's LFS upload passes a file object as `data=`, which its HTTP client deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_counts_follow, exact_second_token_distribution, make_tiny_target, train_tiny_drafter
 
 from coral_hf import CoralConfig, CoralDrafter
 from coral_hf.lm_head import (
@@ -19,6 +18,8 @@ from coral_hf.lm_head import (
     token_frequencies,
     token_groups,
 )
+
+from .testing_utils import assert_counts_follow, exact_second_token_distribution, make_tiny_target, train_tiny_drafter
 
 VOCAB = 96
 

@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_target
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
 from coral_hf import CoralConfig, CoralDrafter, CoralTargetMismatchError, load_drafter
 from coral_hf.hub import UnsafeCheckpointError
+
+from .testing_utils import make_tiny_target
 
 
 def test_config_records_target_and_generation_defaults():

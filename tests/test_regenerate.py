@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_chat_tokenizer, make_tiny_target
-
 from coral_hf.cli import main
 from coral_hf.training.data import load_conversations
 from coral_hf.training.regenerate import regenerate_conversations
+
+from .testing_utils import make_chat_tokenizer, make_tiny_target
 
 CONVERSATIONS = [
     [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "original answer one"}],

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_target, train_tiny_drafter
 
 from coral_hf import CoralDrafter
 from coral_hf.training.router import freeze_for_router_stage, router_loss, router_stage_loss
+
+from .testing_utils import make_tiny_target, train_tiny_drafter
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import random
 
 import pytest
 import torch
-from conftest import make_chat_tokenizer, make_tiny_target
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerFast, TrainerCallback
 
@@ -23,6 +22,8 @@ from coral_hf.training import (
     build_training_dataset,
 )
 from coral_hf.training.objective import CoralLossConfig
+
+from .testing_utils import make_chat_tokenizer, make_tiny_target
 
 WORDS = "zero one two three four five six seven eight nine ten apple banana cherry red green blue cat dog".split()
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, assert_counts_follow, make_tiny_target, train_tiny_drafter
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from coral_hf import CoralDrafter, tree_generate
 from coral_hf.eval.bench import RoundRecorder
 from coral_hf.tree_decoding import sample_among_candidates, tree_ancestor_mask
+
+from .testing_utils import FAMILIES, assert_counts_follow, make_tiny_target, train_tiny_drafter
 
 
 def _prompt(seed: int, length: int, vocab: int = 96) -> torch.LongTensor:
@@ -284,8 +285,9 @@ def test_refusals_are_one_clear_error(trained_llama_pair):
 
 def test_stop_strings_through_stopping_criteria_match_plain():
     """The documented way to stop at a string with tree decoding: a StopStringCriteria in stopping_criteria."""
-    from conftest import make_chat_tokenizer
     from transformers import StopStringCriteria
+
+    from .testing_utils import make_chat_tokenizer
 
     tokenizer = make_chat_tokenizer(["the cat sat on the mat. the dog ran."], vocab_size=280)
     target = make_tiny_target("llama", seed=2, vocab_size=len(tokenizer))

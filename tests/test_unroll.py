@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, make_tiny_target
 from transformers import GenerationConfig
 
 from coral_hf import CoralCandidateGenerator, CoralDrafter
 from coral_hf.training.objective import CoralLossConfig, coral_loss
 from coral_hf.training.unroll import multi_step_attention_mask, unrolled_forward
+
+from .testing_utils import FAMILIES, make_tiny_target
 
 
 def test_step_one_mask_is_causal_and_later_steps_follow_the_draft_chain():
