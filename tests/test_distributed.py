@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import torch
-from test_training import tiny_setup
 
 from coral_hf import load_drafter
+
+from .test_training import tiny_setup
 
 TESTS_DIR = Path(__file__).parent
 
@@ -19,9 +20,9 @@ WORKER = """
 import json, sys
 from pathlib import Path
 
-sys.path.insert(0, {tests_dir!r})
+sys.path.insert(0, {root_dir!r})
 import torch
-from test_training import new_drafter, tiny_args, tiny_setup
+from tests.test_training import new_drafter, tiny_args, tiny_setup
 
 from coral_hf.training import CoralTrainer
 
@@ -60,7 +61,7 @@ report = {{
 
 def test_two_process_training_syncs_gradients_and_saves_a_loadable_drafter(tmp_path):
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests_dir=str(TESTS_DIR)))
+    script.write_text(WORKER.format(root_dir=str(TESTS_DIR.parent)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false"}
     command = [
         sys.executable,
