@@ -9,7 +9,6 @@ target.generate(**inputs, custom_generate=coral_hf.tree_generate, drafter=drafte
 from transformers import AutoConfig, AutoModel
 
 from .configuration_coral import CoralConfig
-from .generation import CoralCandidateGenerator
 from .loading import load_drafter
 from .modeling_coral import CoralDrafter, CoralDrafterOutput
 from .target_utils import CoralTargetMismatchError, check_compatible, target_fingerprint
@@ -23,7 +22,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_TARGET",
-    "CoralCandidateGenerator",
     "CoralConfig",
     "CoralDrafter",
     "CoralDrafterOutput",

@@ -16,7 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 from transformers.utils import ModelOutput
 
 from .configuration_coral import HEAD_MODES, CoralConfig
-from .features import TargetFeatureRecorder
+from .feature_recorder import TargetFeatureRecorder
 from .generation import CoralCandidateGenerator
 from .hub.push import push_drafter
 from .hub.safety import check_safetensors_only
@@ -251,7 +251,15 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Push config, weights, generation config and a rendered model card in one commit (see `coral_hf.hub`)."""
+        """Push config, weights, generation config and a rendered model card in one commit (see `coral_hf.hub`).
+
+        Only the arguments above are supported; any other keyword raises instead of being silently dropped.
+        """
+        if kwargs:
+            raise TypeError(
+                f"CoralDrafter.push_to_hub got unsupported argument(s) {sorted(kwargs)}; it takes commit_message, "
+                "commit_description, private, token, revision, create_pr and tags."
+            )
         return push_drafter(
             self,
             repo_id,

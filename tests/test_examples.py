@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_training import chat_tokenizer, synthetic_conversations
 
 from coral_hf.commands import train as train_command
 
 from .hub_server import HubServer, hub_environment
+from .test_training import chat_tokenizer, synthetic_conversations
 from .testing_utils import make_tiny_target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

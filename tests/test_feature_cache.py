@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from test_training import new_drafter, single_thread, tiny_args, tiny_setup  # noqa: F401 (autouse fixture)
 
-import coral_hf.training.features as features_module
+import coral_hf.training.feature_cache as features_module
 from coral_hf.training import (
     CoralFeatureCollator,
     CoralTrainer,
@@ -19,6 +18,7 @@ from coral_hf.training import (
 )
 from coral_hf.training.objective import CoralLossConfig
 
+from .test_training import new_drafter, single_thread, tiny_args, tiny_setup  # noqa: F401 (autouse fixture)
 from .testing_utils import make_tiny_target
 
 SHARD_SIZE = 4

@@ -389,6 +389,8 @@ def test_drafter_push_to_hub_matches_push_drafter(hub: HubServer, drafter: Coral
         assert hub.read_file(a, name) == hub.read_file(b, name)
     card_b = hub.read_file(b, "README.md").decode()
     assert card_b == str(render_model_card(drafter, b))
+    with pytest.raises(TypeError, match="safe_serialization"):  # an unsupported option is refused, not dropped
+        drafter.push_to_hub(b, safe_serialization=False)
 
 
 def test_cli_push_pull_and_offline_pull(

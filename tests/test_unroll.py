@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from coral_hf import CoralCandidateGenerator, CoralDrafter
+from coral_hf import CoralDrafter
+from coral_hf.generation import CoralCandidateGenerator
 from coral_hf.training.objective import CoralLossConfig, coral_loss
 from coral_hf.training.unroll import multi_step_attention_mask, unrolled_forward
 

@@ -208,7 +208,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..modeling_coral import CoralDrafter
     from ..targets import load_target
     from ..training.data import build_training_dataset, load_conversations, split_conversations
-    from ..training.features import CoralFeatureCollator, StaleFeatureCacheError
+    from ..training.feature_cache import CoralFeatureCollator, StaleFeatureCacheError
     from ..training.trainer import CoralTrainer
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

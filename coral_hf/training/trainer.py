@@ -24,7 +24,7 @@ from .callbacks import (
     DrafterCardTrainerMixin,
     UnrollScheduleCallback,
 )
-from .features import CoralFeatureCollator, build_feature_cache, compute_target_features
+from .feature_cache import CoralFeatureCollator, build_feature_cache, compute_target_features
 from .objective import CoralLossConfig, coral_loss
 from .router import freeze_for_router_stage, router_stage_loss
 
