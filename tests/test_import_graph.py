@@ -68,7 +68,14 @@ def test_no_import_cycles():
 
 def test_layers_point_one_way():
     """Modeling and generation never import training, evaluation, the CLI or the Hub's pull side."""
-    for name in ("configuration_coral", "modeling_coral", "generation", "lm_head", "features"):
+    for name in (
+        "configuration_coral",
+        "modeling_coral",
+        "generation",
+        "tree_decoding",
+        "lm_head",
+        "feature_recorder",
+    ):
         deps = _imports(PACKAGE / f"{name}.py")
         assert not [d for d in deps if d.startswith(("coral_hf.training", "coral_hf.eval", "coral_hf.commands"))]
         assert "coral_hf.hub.pull" not in deps
