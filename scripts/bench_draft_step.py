@@ -36,9 +36,9 @@ import torch
 
 import coral_hf
 from coral_hf import CoralDrafter
+from coral_hf.eval.timing import compare_draft_steps
 from coral_hf.lm_head import (
     GroupedLMHead,
-    compare_draft_steps,
     frequency_shortlist,
     shortlist_coverage,
     token_frequencies,

@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from coral_hf import CoralConfig, CoralDrafter
+from coral_hf.eval.timing import compare_draft_steps, time_draft_step
 from coral_hf.lm_head import (
     cluster_permutation,
-    compare_draft_steps,
     frequency_permutation,
     frequency_shortlist,
     group_offsets,
     oracle_group_coverage,
     shortlist_coverage,
-    time_draft_step,
     token_frequencies,
     token_groups,
 )

@@ -40,10 +40,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
-from ..lm_head import time_draft_step
 from ..modeling_coral import CoralDrafter
 from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
 from .prompts import PromptItem
+from .timing import time_draft_step
 
 PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID = "plain", "drafter", "prompt_lookup", "hybrid"
 TREE, TREE_HYBRID = "tree", "tree_hybrid"  # the drafter's dynamic tree (`coral_hf.tree_generate`), + a copy branch
@@ -482,7 +482,7 @@ def run_bench(
             for the run.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
-        draft_step_repetitions: timed draft steps (`coral_hf.lm_head.time_draft_step`, after the generations) for
+        draft_step_repetitions: timed draft steps (`coral_hf.eval.timing.time_draft_step`, after the generations) for
             the `draft_step_ms` / `layer_ms` / `lm_head_ms` medians in the drafter's head mode; 0 skips them.
         metadata: descriptive entries recorded in `settings` and shown in reports, e.g. `{"target": ...,
             "drafter": ..., "prompts": ..., "drafter_is_random": True}`.
