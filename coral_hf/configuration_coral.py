@@ -78,13 +78,15 @@ class CoralConfig(PreTrainedConfig):
         copy_confidence (`float`, defaults to 0.0):
             Hybrid proposals: also copy when the drafter's probability of its own top-1 is below this value (0: copy
             only when the copy starts with the drafter's top-1). Written to `generation_config.copy_confidence`.
-        tree_total_tokens (`int`, defaults to 16):
+        tree_total_tokens (`int`, defaults to 8):
             Tree decoding ([`coral_hf.tree_generate`]): tokens the target verifies per round, the root included.
-            Written to `generation_config.tree_total_tokens`.
-        tree_depth (`int`, defaults to 5):
+            Written to `generation_config.tree_total_tokens`. The defaults (8 / 3 / 2) were the fastest measured
+            for the shipped SmolLM2 drafter on a 2-core CPU, in bf16 and fp32 (`scripts/sweep_tree.py`); a drafter
+            that accepts more wants a larger tree.
+        tree_depth (`int`, defaults to 3):
             Tree decoding: levels below the root (the most draft tokens one round can accept). Written to
             `generation_config.tree_depth`.
-        tree_top_k (`int`, defaults to 4):
+        tree_top_k (`int`, defaults to 2):
             Tree decoding: children per expanded node, and nodes expanded per level (EAGLE-2's top-k). Written to
             `generation_config.tree_top_k`.
         head_mode (`str`, defaults to `"full"`):
@@ -134,9 +136,9 @@ class CoralConfig(PreTrainedConfig):
     draft_confidence_threshold: float = 0.0
     prompt_lookup_tokens: int | None = None
     copy_confidence: float = 0.0
-    tree_total_tokens: int = 16
-    tree_depth: int = 5
-    tree_top_k: int = 4
+    tree_total_tokens: int = 8
+    tree_depth: int = 3
+    tree_top_k: int = 2
     head_mode: str = "full"
     num_groups: int | None = None
     active_groups: int | None = None
