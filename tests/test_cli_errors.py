@@ -72,3 +72,18 @@ def test_unwritable_output_dir_is_one_line(saved, tmp_path, capsys):
     assert main([*args, "--output-dir", str(blocker / "drafter")]) == 2
     line = _error_line(capsys)
     assert str(blocker) in line
+
+
+def test_tiny_data_without_a_heldout_conversation_still_trains(saved, tmp_path):
+    """A data set too small for the hash split to hold any conversation out keeps one back instead of failing."""
+    data = tmp_path / "chat.jsonl"
+    data.write_text(
+        "".join(
+            f'{{"messages": [{{"role": "user", "content": "hello {i}"}}, '
+            f'{{"role": "assistant", "content": "how are you {i}"}}]}}\n'
+            for i in range(3)
+        )
+    )
+    args = ["train", "--target", str(saved / "target"), "--data", str(data), "--max-steps", "1", "--cpu"]
+    assert main([*args, "--max-length", "32", "--output-dir", str(tmp_path / "drafter")]) == 0
+    assert (tmp_path / "drafter" / "model.safetensors").is_file()
