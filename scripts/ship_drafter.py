@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--head-mode", choices=("full", "router", "shortlist"), help="Default: keep the drafter's.")
     parser.add_argument("--prompt-lookup-tokens", type=int, default=None, help="Hybrid copies (default: off).")
     parser.add_argument("--copy-confidence", type=float, default=0.0)
+    parser.add_argument("--tree-total-tokens", type=int, help="Tree decoding size (default: keep the drafter's).")
+    parser.add_argument("--tree-depth", type=int, help="Tree decoding depth (default: keep the drafter's).")
+    parser.add_argument("--tree-top-k", type=int, help="Tree decoding top-k (default: keep the drafter's).")
     parser.add_argument("--bench-json", type=Path, nargs="*", default=[], help="coral-hf bench --json reports.")
     args = parser.parse_args()
 
@@ -46,19 +49,28 @@ def main() -> None:
     drafter.generation_config.copy_confidence = args.copy_confidence
     if args.head_mode is not None:
         drafter.set_head_mode(args.head_mode)
+    for name in ("tree_total_tokens", "tree_depth", "tree_top_k"):
+        value = getattr(args, name)
+        value = getattr(drafter.config, name) if value is None else value
+        setattr(drafter.config, name, value)
+        setattr(drafter.generation_config, name, value)
     results = {}
     for path in args.bench_json:
         report = json.loads(path.read_text())
         settings = report["settings"]
         name = f"{settings['prompts']} ({settings['dtype']}, T={settings['temperature']})"
-        mode = report.get("hybrid") if args.prompt_lookup_tokens else None
-        numbers = mode or report
-        results[name] = {
-            "tau": round(numbers["tau"], 3),
-            "speedup": round(numbers["speedup_median"], 3),
-            "draft_length": report["draft_length"],
-            "device": f"CPU, {report['machine']['torch_threads']} thread(s)",
-        }
+        # The modes that match the shipped settings: chain (with copies when shipped with them), and the tree.
+        chain = report.get("hybrid") if args.prompt_lookup_tokens else report
+        tree = report.get("tree_hybrid") if args.prompt_lookup_tokens else report.get("tree")
+        for suffix, numbers in (("", chain), (", tree decoding", tree)):
+            if numbers is None:
+                continue
+            results[name.replace(")", suffix + ")")] = {
+                "tau": round(numbers["tau"], 3),
+                "speedup": round(numbers["speedup_median"], 3),
+                "draft_length": report["draft_length"],
+                "device": f"CPU, {report['machine']['torch_threads']} thread(s)",
+            }
     drafter.config.eval_results = results or None
 
     destination = REPO / "coral_hf" / "drafters" / args.target
