@@ -169,17 +169,23 @@ class TreeDecoder:
         child of the frontier becomes a candidate. Scores only fall along a path, so the best nodes (ties broken
         by creation order) always include their ancestors. A prompt-lookup copy of up to `copy_length` tokens, when
         found, is added as one more branch; it may reach deeper than `depth`, as copies cost nothing to propose.
+        When the copy starts with the drafter's own top-1, only the root's children are drafted besides it.
         """
         device = sequence.device
         root = sequence[0, -1]
         tokens, parents, depths = [root], [-1], [0]
         scores = [0.0]
+        copy = lookup_continuation(sequence[0], self.lookup_ngram, copy_length) if copy_length > 0 else None
         if depth > 0 and self.total_tokens > 1:
             verified = sequence.shape[1] - 1
             root_feature = self._catch_up(sequence)
             prefix_length = self.drafter_cache.get_seq_length()
             log_probs = self._log_probs(root_feature)[0]
             top = log_probs.topk(min(self.top_k, log_probs.shape[-1]))
+            if copy is not None and copy.shape[0] > 1 and int(copy[0]) == int(top.indices[0]):
+                # The copy starts with the drafter's own top-1 (the chain hybrid's rule): it is the likelier
+                # continuation, so spend no drafter forwards below the root's children.
+                depth = 1
             frontier = []
             for value, token in zip(top.values.tolist(), top.indices.tolist(), strict=True):
                 if value > float("-inf"):
@@ -230,8 +236,7 @@ class TreeDecoder:
             self.drafter_cache.crop(prefix_length - self.drafter_cache.get_seq_length())
         order = torch.tensor(scores[1:]).argsort(descending=True, stable=True)[: self.total_tokens - 1] + 1
         keep = [0] + sorted(order.tolist(), key=lambda node: (depths[node], node))
-        if copy_length > 0:
-            copy = lookup_continuation(sequence[0], self.lookup_ngram, copy_length)
+        if copy is not None:
             keep = self._add_copy_branch(keep, tokens, parents, depths, copy)
         index = {node: position for position, node in enumerate(keep)}
         return DraftTree(
@@ -241,24 +246,22 @@ class TreeDecoder:
         )
 
     @staticmethod
-    def _add_copy_branch(keep, tokens, parents, depths, copy) -> list[int]:
-        """Follow the copied continuation down the kept tree; nodes it does not find are added as a new branch."""
-        if copy is None:
-            return keep
-        kept = set(keep)
+    def _add_copy_branch(
+        keep: list[int], tokens: list[torch.Tensor], parents: list[int], depths: list[int], copy: torch.LongTensor
+    ) -> list[int]:
+        """Follow the copied continuation down the kept tree; nodes it does not find are added as a new branch.
+
+        The new nodes are appended after their parents, so `keep` stays in verification order.
+        """
         node = 0
         for token in copy.tolist():
-            child = next(
-                (c for c in keep if parents[c] == node and int(tokens[c]) == token),
-                None,
-            )
+            child = next((c for c in keep if parents[c] == node and int(tokens[c]) == token), None)
             if child is None:
                 tokens.append(copy.new_tensor(token))
                 parents.append(node)
                 depths.append(depths[node] + 1)
                 child = len(tokens) - 1
                 keep.append(child)
-                kept.add(child)
             node = child
         return keep
 
