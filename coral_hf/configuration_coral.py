@@ -71,9 +71,10 @@ class CoralConfig(PreTrainedConfig):
             Stop drafting early when the drafter's probability of its own token falls below this value (0 disables);
             written to `generation_config.assistant_confidence_threshold`.
         prompt_lookup_tokens (`int`, *optional*):
-            Hybrid proposals: when set, a round copies up to this many tokens (capped by the draft length) from the
-            context where its last tokens occurred before (prompt lookup) and the copy is the likelier candidate
-            (see [`CoralCandidateGenerator`]); the drafter drafts otherwise. Written to
+            Hybrid proposals: when set, a chain round copies up to this many tokens (capped by the draft length)
+            from the context where its last tokens occurred before (prompt lookup) and the copy is the likelier
+            candidate (see `coral_hf.generation.CoralCandidateGenerator`), and drafts otherwise; tree decoding adds
+            the copy (up to this many tokens, not capped by the tree depth) as one more branch. Written to
             `generation_config.prompt_lookup_num_tokens`. `None` disables copying.
         copy_confidence (`float`, defaults to 0.0):
             Hybrid proposals: also copy when the drafter's probability of its own top-1 is below this value (0: copy

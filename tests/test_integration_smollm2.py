@@ -51,7 +51,7 @@ def test_shipped_drafter_loads_by_target_name_is_lossless_and_accepts_drafts(smo
     target, tokenizer = smollm2
     drafter = load_drafter("smollm2-135m-instruct", target=target)
     assert drafter.config.training_recipe is not None and drafter.head_mode == "shortlist"
-    assert drafter.generation_config.prompt_lookup_num_tokens == 5  # ships as the hybrid (drafter + copies)
+    assert drafter.generation_config.prompt_lookup_num_tokens == 10  # ships as the hybrid (drafter + copies)
     tokens = rounds = 0
     for prompt in PROMPTS:
         inputs = tokenizer.apply_chat_template(

@@ -313,3 +313,15 @@ def test_lighter_heads_draft_trees_losslessly(head_mode):
         prompt = _prompt(seed, length=5)
         plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
         assert torch.equal(plain, _tree(target, prompt, drafter, max_new_tokens=20, do_sample=False))
+
+
+def test_tree_sampling_with_a_copy_branch_matches_target_distribution():
+    """Copied nodes are deterministic proposals like drafted ones: the 2nd token's marginal stays exact."""
+    target = make_tiny_target("llama", seed=2, vocab_size=24)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(0.25)
+    drafter = CoralDrafter.from_target(target, prompt_lookup_tokens=4)
+    prompt = torch.tensor([[3, 7, 9, 3, 7, 9, 3]])  # after a first token 3, 7 or 9 the lookup has a copy
+    exact_second, _ = _exact_token_distributions(target, prompt, 1.0, None)
+    second, _ = _sample_second_and_third(target, drafter, prompt, 2500, top_k=0)
+    assert_counts_follow(second, exact_second)

@@ -70,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
         drafter = load_drafter(str(drafter_source), target=target)
         label = f"drafter {drafter_source}"
     lookup = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
-    proposals = f"drafter + prompt-lookup copies (up to {lookup} tokens)" if lookup else "drafter alone"
+    proposals = (
+        f"drafter + prompt-lookup copies (up to {lookup} tokens; a chain round copies at most its draft length)"
+        if lookup
+        else "drafter alone"
+    )
     print(
         f"target: {args.target}   {label}   draft length {drafter.generation_config.num_assistant_tokens}   "
         f"proposals: {proposals}   dtype {str(dtype).removeprefix('torch.')} ({reason})"
