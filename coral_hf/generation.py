@@ -86,7 +86,7 @@ class CoralCandidateGenerator(CandidateGenerator):
             # deterministic token (q is one-hot, which keeps speculative sampling exact); the target's forward on
             # the prompt then yields its own token and the prompt features.
             return self._placeholder_draft(input_ids)
-        sequence, logits = self._draft(input_ids, features, num_tokens)
+        sequence, logits = self._draft(input_ids, num_tokens)
         self.drafted += logits.shape[1]
         return sequence, logits
 
@@ -100,20 +100,10 @@ class CoralCandidateGenerator(CandidateGenerator):
         token = input_ids[:, -1:]
         return torch.cat([input_ids, token], dim=1), self._one_hot_logits(token)
 
-    def _draft(
-        self, input_ids: torch.LongTensor, features: torch.Tensor, num_tokens: int
-    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
+    def _draft(self, input_ids: torch.LongTensor, num_tokens: int) -> tuple[torch.LongTensor, torch.FloatTensor]:
         offset = self.recorder.offset
         verified = input_ids.shape[1] - 1  # positions 0..n-2 have target features
-        start = offset + self.cache.get_seq_length()
-        catch_up = self.drafter(
-            input_ids=input_ids[:, start + 1 : verified + 1],
-            hidden_states=features[:, start - offset : verified - offset],
-            position_ids=torch.arange(start, verified, device=input_ids.device).unsqueeze(0),
-            past_key_values=self.cache,
-            use_cache=True,
-        )
-        predicted = catch_up.last_hidden_state[:, -1:]
+        predicted = catch_up(self.drafter, self.cache, input_ids)
         sequence = input_ids
         first_logits = self.logits_processor(sequence, self.drafter.compute_logits(predicted[:, -1]))
         copy = lookup_continuation(input_ids[0], self.lookup_ngram, num_tokens) if self.lookup_tokens else None
@@ -155,6 +145,27 @@ class CoralCandidateGenerator(CandidateGenerator):
         # Keep only positions computed from real target features; the target verifies the rest next.
         self.cache.crop(verified - offset - self.cache.get_seq_length())
         return sequence, torch.stack(all_logits, dim=1)
+
+
+def catch_up(drafter: CoralDrafter, cache: DynamicCache, sequence: torch.LongTensor) -> torch.Tensor:
+    """Feed the drafter the positions the target verified since the drafter's cache ends, on the target's real
+    features (read by the drafter's recorder), and return its prediction after the last one: `[1, 1, hidden]`.
+
+    `sequence` ends with the token the target chose last, which has no feature yet: positions up to
+    `len(sequence) - 2` are verified, and the drafter's input at position p is (token p + 1, feature p).
+    """
+    recorder = drafter.feature_recorder
+    features, offset = recorder.features, recorder.offset
+    verified = sequence.shape[1] - 1
+    start = offset + cache.get_seq_length()
+    out = drafter(
+        input_ids=sequence[:, start + 1 : verified + 1],
+        hidden_states=features[:, start - offset : verified - offset],
+        position_ids=torch.arange(start, verified, device=sequence.device).unsqueeze(0),
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return out.last_hidden_state[:, -1:]
 
 
 def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: int) -> torch.LongTensor | None:

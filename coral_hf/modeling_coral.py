@@ -57,6 +57,12 @@ def _layer_classes(model_type: str) -> tuple[type[nn.Module], type[nn.Module], t
         ) from error
 
 
+def additive_attention_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True = may attend) as the additive mask attention adds to its scores: 0 or the dtype's min."""
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def causal_attention_mask(
     query_length: int,
     past_length: int,
@@ -76,8 +82,7 @@ def causal_attention_mask(
     allowed = allowed[None, None]
     if padding_mask is not None:
         allowed = allowed & padding_mask[:, None, None, :].bool()
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+    return additive_attention_mask(allowed, dtype)
 
 
 class CoralDrafter(PreTrainedModel, GenerationMixin):
@@ -456,9 +461,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 query_length, past_length, hidden_states.dtype, hidden_states.device, padding_mask=attention_mask
             )
         elif attention_mask.dtype == torch.bool:
-            allowed = attention_mask
-            attention_mask = torch.zeros(allowed.shape, dtype=hidden_states.dtype, device=hidden_states.device)
-            attention_mask = attention_mask.masked_fill(~allowed, torch.finfo(hidden_states.dtype).min)
+            attention_mask = additive_attention_mask(attention_mask, hidden_states.dtype)
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
         for layer in self.layers:
             hidden_states = layer(

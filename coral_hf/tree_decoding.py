@@ -26,7 +26,8 @@ from transformers.generation.stopping_criteria import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .generation import lookup_continuation
+from .generation import catch_up, lookup_continuation
+from .modeling_coral import additive_attention_mask
 from .target_utils import unwrap_target
 
 if TYPE_CHECKING:
@@ -145,20 +146,6 @@ class TreeDecoder:
 
     # ------------------------------------------------------------------ drafting
 
-    def _catch_up(self, sequence: torch.LongTensor) -> torch.Tensor:
-        """Feed the drafter the newly verified positions (real target features); return the root's prediction."""
-        features, offset = self.recorder.features, self.recorder.offset
-        verified = sequence.shape[1] - 1
-        start = offset + self.drafter_cache.get_seq_length()
-        out = self.drafter(
-            input_ids=sequence[:, start + 1 : verified + 1],
-            hidden_states=features[:, start - offset : verified - offset],
-            position_ids=torch.arange(start, verified, device=sequence.device).unsqueeze(0),
-            past_key_values=self.drafter_cache,
-            use_cache=True,
-        )
-        return out.last_hidden_state[0, -1:]
-
     def _log_probs(self, features: torch.Tensor) -> torch.Tensor:
         return self.drafter.compute_logits(features).log_softmax(dim=-1)
 
@@ -178,7 +165,7 @@ class TreeDecoder:
         copy = lookup_continuation(sequence[0], self.lookup_ngram, copy_length) if copy_length > 0 else None
         if depth > 0 and self.total_tokens > 1:
             verified = sequence.shape[1] - 1
-            root_feature = self._catch_up(sequence)
+            root_feature = catch_up(self.drafter, self.drafter_cache, sequence)[0]
             prefix_length = self.drafter_cache.get_seq_length()
             log_probs = self._log_probs(root_feature)[0]
             top = log_probs.topk(min(self.top_k, log_probs.shape[-1]))
@@ -291,12 +278,10 @@ class TreeDecoder:
         dtype = next(self.target.parameters()).dtype
         allowed = torch.ones(len(tree), past_length + len(tree), dtype=torch.bool, device=sequence.device)
         allowed[:, past_length:] = tree.ancestor_mask()
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=sequence.device)
-        mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
         out = self.target(
             input_ids=tree.tokens.unsqueeze(0),
             position_ids=(tree.depths + past_length).unsqueeze(0),
-            attention_mask=mask,
+            attention_mask=additive_attention_mask(allowed, dtype)[None, None],
             past_key_values=self.target_cache,
             use_cache=True,
         )

@@ -21,6 +21,7 @@ from transformers import DynamicCache
 
 import coral_hf
 from coral_hf.eval.bench import machine_info
+from coral_hf.modeling_coral import additive_attention_mask
 from coral_hf.tree_decoding import tree_ancestor_mask
 
 
@@ -32,8 +33,10 @@ def _tree_inputs(size: int, context: int, dtype: torch.dtype) -> dict[str, torch
         depths[node] = depths[parents[node]] + 1
     allowed = torch.ones(size, context + size, dtype=torch.bool)
     allowed[:, context:] = tree_ancestor_mask(parents)
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    return {"position_ids": (context + depths)[None], "attention_mask": mask[None, None]}
+    return {
+        "position_ids": (context + depths)[None],
+        "attention_mask": additive_attention_mask(allowed, dtype)[None, None],
+    }
 
 
 @torch.no_grad()
