@@ -518,11 +518,13 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
 
     @property
     def last_generation_stats(self) -> dict[str, int] | None:
-        """Draft rounds and drafted tokens of the latest generation.
+        """Draft rounds and drafted tokens of the latest generation (chain or tree).
 
-        A round is one drafter call, followed by one target forward. When a single token of budget is left,
-        transformers runs a last target forward without drafting, which this count does not see; count target
-        forwards with a streamer (`coral_hf.eval.bench.RoundRecorder`) when that matters.
+        Chain (`assistant_model=`): `rounds`, `drafted`, `copied_rounds`. A round is one drafter call, followed by
+        one target forward. When a single token of budget is left, transformers runs a last target forward without
+        drafting, which this count does not see; count target forwards with a streamer
+        (`coral_hf.eval.bench.RoundRecorder`) when that matters. Tree (`coral_hf.tree_generate`): `rounds` (target
+        forwards after the prompt's), `drafted` (verified draft nodes) and `accepted` (accepted draft tokens).
         """
         generator = self.__dict__["_candidate_generator"]
         return None if generator is None else generator.stats()

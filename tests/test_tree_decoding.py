@@ -11,7 +11,14 @@ from coral_hf import CoralDrafter, tree_generate
 from coral_hf.eval.bench import RoundRecorder
 from coral_hf.tree_decoding import sample_among_candidates, tree_ancestor_mask
 
-from .testing_utils import FAMILIES, assert_counts_follow, make_tiny_target, train_tiny_drafter
+from .testing_utils import (
+    FAMILIES,
+    assert_counts_follow,
+    exact_second_and_third_token_distributions,
+    exact_second_token_distribution,
+    make_tiny_target,
+    train_tiny_drafter,
+)
 
 
 def _prompt(seed: int, length: int, vocab: int = 96) -> torch.LongTensor:
@@ -196,27 +203,6 @@ def test_tree_settings_per_call_and_scores(trained_llama_pair):
 # ---------------------------------------------------------------- sampling is lossless
 
 
-def _exact_token_distributions(target, prompt, temperature: float, top_k: int | None):
-    """Exact P(2nd token) and P(3rd token) under the target's own sampling, by enumerating earlier tokens."""
-
-    def next_probs(ids):
-        logits = target(ids).logits[:, -1].float() / temperature
-        if top_k is not None:
-            kth = logits.topk(top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        return logits.softmax(-1)
-
-    with torch.no_grad():
-        vocab = target.config.vocab_size
-        first = next_probs(prompt)[0]
-        one = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
-        second_given_first = next_probs(one)  # [first, second]
-        two = torch.cat([one.repeat_interleave(vocab, 0), torch.arange(vocab).repeat(vocab)[:, None]], dim=1)
-        third_given_two = next_probs(two).view(vocab, vocab, vocab)
-        joint = first[:, None] * second_given_first
-        return joint.sum(0), (joint[:, :, None] * third_given_two).sum((0, 1))
-
-
 def _sample_second_and_third(target, drafter, prompt, samples, **kwargs):
     second, third = torch.zeros(target.config.vocab_size), torch.zeros(target.config.vocab_size)
     torch.manual_seed(0)
@@ -240,7 +226,7 @@ def test_tree_sampling_matches_target_distribution(spread_pair, temperature, top
     """Chi-square tests of the 2nd and 3rd tokens (chosen at the root and at depth 1) against exact marginals."""
     target, drafter = spread_pair
     prompt = _prompt(0, length=4, vocab=24)
-    exact_second, exact_third = _exact_token_distributions(target, prompt, temperature, top_k)
+    exact_second, exact_third = exact_second_and_third_token_distributions(target, prompt, temperature, top_k)
     second, third = _sample_second_and_third(
         target, drafter, prompt, 2500, temperature=temperature, top_k=top_k or 0, tree_top_k=3
     )
@@ -251,7 +237,7 @@ def test_tree_sampling_matches_target_distribution(spread_pair, temperature, top
 def test_tree_sampling_test_catches_a_wrong_acceptance_rule(spread_pair, monkeypatch):
     target, drafter = spread_pair
     prompt = _prompt(0, length=4, vocab=24)
-    exact_second, _ = _exact_token_distributions(target, prompt, 1.0, None)
+    exact_second = exact_second_token_distribution(target, prompt)
     monkeypatch.setattr("coral_hf.tree_decoding.sample_among_candidates", _wrong_sample_among_candidates)
     second, _ = _sample_second_and_third(target, drafter, prompt, 2500, top_k=0, tree_top_k=3)
     with pytest.raises(AssertionError, match="chi2"):
@@ -322,6 +308,6 @@ def test_tree_sampling_with_a_copy_branch_matches_target_distribution():
         target.lm_head.weight.mul_(0.25)
     drafter = CoralDrafter.from_target(target, prompt_lookup_tokens=4)
     prompt = torch.tensor([[3, 7, 9, 3, 7, 9, 3]])  # after a first token 3, 7 or 9 the lookup has a copy
-    exact_second, _ = _exact_token_distributions(target, prompt, 1.0, None)
+    exact_second = exact_second_token_distribution(target, prompt)
     second, _ = _sample_second_and_third(target, drafter, prompt, 2500, top_k=0)
     assert_counts_follow(second, exact_second)

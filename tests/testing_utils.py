@@ -84,21 +84,35 @@ def train_tiny_drafter(target, steps: int = 300, seed: int = 0, **config_overrid
     return drafter.eval()
 
 
+def sampling_distribution(target, ids, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    """The target's next-token sampling distribution (temperature, then top-k) for each row of `ids`."""
+    logits = target(ids).logits[:, -1].float() / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits.softmax(-1)
+
+
 def exact_second_token_distribution(target, prompt, temperature: float = 1.0, top_k: int | None = None):
     """P(2nd generated token | prompt) under the target's own sampling, by enumerating the first token."""
+    return exact_second_and_third_token_distributions(target, prompt, temperature, top_k, third=False)[0]
+
+
+def exact_second_and_third_token_distributions(
+    target, prompt, temperature: float = 1.0, top_k: int | None = None, third: bool = True
+):
+    """P(2nd) and P(3rd generated token | prompt) under the target's own sampling, by enumerating earlier tokens
+    (the 3rd is None with `third=False`, which skips its vocab x vocab forwards)."""
     with torch.no_grad():
-
-        def next_probs(ids):
-            logits = target(ids).logits[:, -1].float() / temperature
-            if top_k is not None:
-                kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            return logits.softmax(-1)
-
-        first = next_probs(prompt)[0]
+        first = sampling_distribution(target, prompt, temperature, top_k)[0]
         vocab = first.shape[0]
-        candidates = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
-        return (first[:, None] * next_probs(candidates)).sum(0)
+        one = torch.cat([prompt.expand(vocab, -1), torch.arange(vocab)[:, None]], dim=1)
+        joint = first[:, None] * sampling_distribution(target, one, temperature, top_k)  # [first, second]
+        if not third:
+            return joint.sum(0), None
+        two = torch.cat([one.repeat_interleave(vocab, 0), torch.arange(vocab).repeat(vocab)[:, None]], dim=1)
+        third_given_two = sampling_distribution(target, two, temperature, top_k).view(vocab, vocab, vocab)
+        return joint.sum(0), (joint[:, :, None] * third_given_two).sum((0, 1))
 
 
 def assert_counts_follow(counts: torch.Tensor, probabilities: torch.Tensor) -> None:
