@@ -115,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--decoding",
         default="chain",
         choices=("chain", "tree", "chain,tree"),
+        metavar="{chain|tree|chain,tree}",
         help="chain (default): the drafter drafts one chain per round (assisted decoding). tree or chain,tree: "
         "also decode with the drafter's dynamic draft tree (`coral_hf.tree_generate`; the `tree` mode, and "
         "`tree_hybrid` with a prompt-lookup branch when the hybrid mode runs), side by side with the chain.",
