@@ -110,4 +110,4 @@ def test_demo_runs_chain_and_tree_and_names_the_faster(capsys):
 
     assert main(["demo", "--max-new-tokens", "8", "--prompt", "Say hi.", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
-    assert "chain" in out and "tree" in out and "fastest here:" in out
+    assert "chain" in out and "tree" in out and ("fastest here:" in out or "plain generate is faster here" in out)
