@@ -79,6 +79,12 @@ class CoralConfig(PreTrainedConfig):
         copy_confidence (`float`, defaults to 0.0):
             Hybrid proposals: also copy when the drafter's probability of its own top-1 is below this value (0: copy
             only when the copy starts with the drafter's top-1). Written to `generation_config.copy_confidence`.
+        copy_only_after (`int`, defaults to 1):
+            Hybrid proposals: after this many consecutive rounds whose copy the target accepted in full, a round that
+            finds a copy proposes the copy alone and runs no drafter forward; the streak ends at the first copy not
+            accepted in full, and the drafter then catches up on every skipped position in one forward. Long
+            verbatim spans (extraction, math restating its numbers) then cost what prompt lookup costs.
+            Written to `generation_config.copy_only_after`. 0 disables (every round also drafts).
         tree_total_tokens (`int`, defaults to 8):
             Tree decoding ([`coral_hf.tree_generate`]): tokens the target verifies per round, the root included.
             Written to `generation_config.tree_total_tokens`. The defaults (8 / 3 / 2) were the fastest measured
@@ -137,6 +143,7 @@ class CoralConfig(PreTrainedConfig):
     draft_confidence_threshold: float = 0.0
     prompt_lookup_tokens: int | None = None
     copy_confidence: float = 0.0
+    copy_only_after: int = 1
     tree_total_tokens: int = 8
     tree_depth: int = 3
     tree_top_k: int = 2
@@ -163,6 +170,8 @@ class CoralConfig(PreTrainedConfig):
             raise ValueError(f"num_draft_layers must be >= 1, got {self.num_draft_layers}.")
         if self.draft_length < 1:
             raise ValueError(f"draft_length must be >= 1, got {self.draft_length}.")
+        if self.copy_only_after < 0:
+            raise ValueError(f"copy_only_after must be >= 0, got {self.copy_only_after}.")
         for name in ("tree_total_tokens", "tree_depth", "tree_top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")

@@ -30,7 +30,9 @@ class CoralCandidateGenerator(CandidateGenerator):
     `max_matching_ngram_size`, default 2, down to 1) and proposes the tokens that followed it, copied from the
     context, instead of drafting, when the copy is the likelier candidate: its first token is the drafter's own
     top-1, or the drafter's confidence in its top-1 is below `copy_confidence`. A copied token is a deterministic
-    proposal, so its logits are one-hot (q = 1 on the token), which keeps speculative sampling exact.
+    proposal, so its logits are one-hot (q = 1 on the token), which keeps speculative sampling exact. After
+    `copy_only_after` consecutive copies accepted in full, a round that finds a copy proposes it without running the
+    drafter at all; the drafter catches up on the skipped positions in one forward when it next drafts.
 
     Args:
         drafter: the attached drafter.
@@ -58,13 +60,22 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.lookup_tokens = int(lookup_tokens or 0)
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
         self.copy_confidence = float(getattr(drafter.generation_config, "copy_confidence", None) or 0.0)
+        self.copy_only_after = copy_only_after(drafter)
+        self.copy_streak = 0  # consecutive rounds whose copy the target accepted in full
+        self.copy_end: int | None = None  # sequence length the last round's copy reached, None when it drafted
         self.rounds = 0
         self.drafted = 0
         self.copied_rounds = 0
+        self.copy_only_rounds = 0
         self.recorder.arm()
 
     def stats(self) -> dict[str, int]:
-        return {"rounds": self.rounds, "drafted": self.drafted, "copied_rounds": self.copied_rounds}
+        return {
+            "rounds": self.rounds,
+            "drafted": self.drafted,
+            "copied_rounds": self.copied_rounds,
+            "copy_only_rounds": self.copy_only_rounds,
+        }
 
     def get_candidates(
         self, input_ids: torch.LongTensor, max_new_tokens: int | None = None, **kwargs: Any
@@ -86,6 +97,11 @@ class CoralCandidateGenerator(CandidateGenerator):
             # deterministic token (q is one-hot, which keeps speculative sampling exact); the target's forward on
             # the prompt then yields its own token and the prompt features.
             return self._placeholder_draft(input_ids)
+        # The target accepted the last copy in full when the sequence now extends past it (the copy plus the
+        # target's own next token); transformers reports acceptance to its own wrapper, not to this generator.
+        accepted_copy = self.copy_end is not None and input_ids.shape[1] > self.copy_end
+        self.copy_streak = self.copy_streak + 1 if accepted_copy else 0
+        self.copy_end = None
         sequence, logits = self._draft(input_ids, num_tokens)
         self.drafted += logits.shape[1]
         return sequence, logits
@@ -100,21 +116,27 @@ class CoralCandidateGenerator(CandidateGenerator):
         token = input_ids[:, -1:]
         return torch.cat([input_ids, token], dim=1), self._one_hot_logits(token)
 
+    def _copied(self, input_ids: torch.LongTensor, copy: torch.LongTensor) -> tuple[torch.LongTensor, torch.Tensor]:
+        copy = copy[: self.lookup_tokens].unsqueeze(0)
+        self.copied_rounds += 1  # the drafter's cache holds verified positions only: nothing to roll back
+        sequence = torch.cat([input_ids, copy], dim=1)
+        self.copy_end = sequence.shape[1]
+        return sequence, self._one_hot_logits(copy)
+
     def _draft(self, input_ids: torch.LongTensor, num_tokens: int) -> tuple[torch.LongTensor, torch.FloatTensor]:
         offset = self.recorder.offset
         verified = input_ids.shape[1] - 1  # positions 0..n-2 have target features
+        copy = lookup_continuation(input_ids[0], self.lookup_ngram, num_tokens) if self.lookup_tokens else None
+        if copy is not None and 0 < self.copy_only_after <= self.copy_streak:
+            self.copy_only_rounds += 1  # a streak of accepted copies: no drafter forward this round
+            return self._copied(input_ids, copy)
         predicted = catch_up(self.drafter, self.cache, input_ids)
         sequence = input_ids
         first_logits = self.logits_processor(sequence, self.drafter.compute_logits(predicted[:, -1]))
-        copy = lookup_continuation(input_ids[0], self.lookup_ngram, num_tokens) if self.lookup_tokens else None
         if copy is not None:
-            num_copied = min(num_tokens, self.lookup_tokens)
-            probs = first_logits.softmax(dim=-1)
-            confidence, top1 = probs.max(dim=-1)
+            confidence, top1 = first_logits.softmax(dim=-1).max(dim=-1)
             if int(top1) == int(copy[0]) or float(confidence) < self.copy_confidence:
-                copy = copy[:num_copied].unsqueeze(0)
-                self.copied_rounds += 1  # the cache holds the verified positions only: nothing to roll back
-                return torch.cat([input_ids, copy], dim=1), self._one_hot_logits(copy)
+                return self._copied(input_ids, copy)
         all_logits = []
         for step in range(num_tokens):
             if step == 0:
@@ -166,6 +188,13 @@ def catch_up(drafter: CoralDrafter, cache: DynamicCache, sequence: torch.LongTen
         use_cache=True,
     )
     return out.last_hidden_state[:, -1:]
+
+
+def copy_only_after(drafter: CoralDrafter) -> int:
+    """The drafter's `copy_only_after` (see [`CoralConfig`]): its generation config's, else its config's (drafters
+    saved before the setting existed carry it in neither file and get the config default)."""
+    value = getattr(drafter.generation_config, "copy_only_after", None)
+    return int(drafter.config.copy_only_after if value is None else value)
 
 
 def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: int) -> torch.LongTensor | None:

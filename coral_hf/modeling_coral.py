@@ -124,6 +124,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             assistant_confidence_threshold=config.draft_confidence_threshold,
             prompt_lookup_num_tokens=config.prompt_lookup_tokens,
             copy_confidence=config.copy_confidence,
+            copy_only_after=config.copy_only_after,
             tree_total_tokens=config.tree_total_tokens,
             tree_depth=config.tree_depth,
             tree_top_k=config.tree_top_k,
@@ -520,11 +521,13 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
     def last_generation_stats(self) -> dict[str, int] | None:
         """Draft rounds and drafted tokens of the latest generation (chain or tree).
 
-        Chain (`assistant_model=`): `rounds`, `drafted`, `copied_rounds`. A round is one drafter call, followed by
+        Chain (`assistant_model=`): `rounds`, `drafted`, `copied_rounds` and, of those, `copy_only_rounds` (copies
+        proposed with no drafter forward, see `CoralConfig.copy_only_after`). A round is one drafter call, followed by
         one target forward. When a single token of budget is left, transformers runs a last target forward without
         drafting, which this count does not see; count target forwards with a streamer
         (`coral_hf.eval.bench.RoundRecorder`) when that matters. Tree (`coral_hf.tree_generate`): `rounds` (target
-        forwards after the prompt's), `drafted` (verified draft nodes) and `accepted` (accepted draft tokens).
+        forwards after the prompt's), `drafted` (verified draft nodes), `accepted` (accepted draft tokens) and
+        `copy_only_rounds`.
         """
         generator = self.__dict__["_candidate_generator"]
         return None if generator is None else generator.stats()

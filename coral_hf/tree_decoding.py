@@ -26,7 +26,7 @@ from transformers.generation.stopping_criteria import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .generation import catch_up, lookup_continuation
+from .generation import catch_up, copy_only_after, lookup_continuation
 from .modeling_coral import additive_attention_mask
 from .target_utils import unwrap_target
 
@@ -42,11 +42,13 @@ class DraftTree:
         tokens: `[m]` token of each node.
         parents: `[m]` index of each node's parent (-1 for the root).
         depths: `[m]` distance from the root.
+        copy_tail: the last node of the prompt-lookup copy branch, -1 when the tree has none.
     """
 
     tokens: torch.LongTensor
     parents: torch.LongTensor
     depths: torch.LongTensor
+    copy_tail: int = -1
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -134,6 +136,9 @@ class TreeDecoder:
         lookup_tokens = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
         self.lookup_tokens = int(lookup_tokens or 0)
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
+        self.copy_only_after = copy_only_after(drafter)
+        self.copy_streak = 0  # consecutive rounds whose copy branch was accepted to its end
+        self.copy_only_rounds = 0
         self.target_cache = DynamicCache()
         self.drafter_cache = DynamicCache()
         self.rounds = 0
@@ -141,8 +146,14 @@ class TreeDecoder:
         self.accepted = 0
 
     def stats(self) -> dict[str, int]:
-        """Verification rounds (target forwards after the prompt), verified draft nodes and accepted draft tokens."""
-        return {"rounds": self.rounds, "drafted": self.drafted, "accepted": self.accepted}
+        """Verification rounds (target forwards after the prompt), verified draft nodes, accepted draft tokens and
+        rounds that verified a prompt-lookup copy alone (no drafter forward, see `copy_only_after`)."""
+        return {
+            "rounds": self.rounds,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "copy_only_rounds": self.copy_only_rounds,
+        }
 
     # ------------------------------------------------------------------ drafting
 
@@ -156,14 +167,17 @@ class TreeDecoder:
         child of the frontier becomes a candidate. Scores only fall along a path, so the best nodes (ties broken
         by creation order) always include their ancestors. A prompt-lookup copy of up to `copy_length` tokens, when
         found, is added as one more branch; it may reach deeper than `depth`, as copies cost nothing to propose.
-        When the copy starts with the drafter's own top-1, only the root's children are drafted besides it.
+        When the copy starts with the drafter's own top-1, only the root's children are drafted besides it; during a
+        streak of fully accepted copies (`copy_only_after`) the copy is proposed alone, with no drafter forward.
         """
         device = sequence.device
         root = sequence[0, -1]
         tokens, parents, depths = [root], [-1], [0]
         scores = [0.0]
         copy = lookup_continuation(sequence[0], self.lookup_ngram, copy_length) if copy_length > 0 else None
-        if depth > 0 and self.total_tokens > 1:
+        copy_only = copy is not None and 0 < self.copy_only_after <= self.copy_streak
+        self.copy_only_rounds += int(copy_only)
+        if depth > 0 and self.total_tokens > 1 and not copy_only:
             verified = sequence.shape[1] - 1
             root_feature = catch_up(self.drafter, self.drafter_cache, sequence)[0]
             prefix_length = self.drafter_cache.get_seq_length()
@@ -223,22 +237,25 @@ class TreeDecoder:
             self.drafter_cache.crop(prefix_length - self.drafter_cache.get_seq_length())
         order = torch.tensor(scores[1:]).argsort(descending=True, stable=True)[: self.total_tokens - 1] + 1
         keep = [0] + sorted(order.tolist(), key=lambda node: (depths[node], node))
+        copy_tail = -1
         if copy is not None:
-            keep = self._add_copy_branch(keep, tokens, parents, depths, copy)
+            copy_tail = self._add_copy_branch(keep, tokens, parents, depths, copy)
         index = {node: position for position, node in enumerate(keep)}
         return DraftTree(
             tokens=torch.stack([tokens[node] for node in keep]),
             parents=torch.tensor([index[parents[node]] if node else -1 for node in keep], device=device),
             depths=torch.tensor([depths[node] for node in keep], device=device),
+            copy_tail=index[copy_tail] if copy_tail >= 0 else -1,
         )
 
     @staticmethod
     def _add_copy_branch(
         keep: list[int], tokens: list[torch.Tensor], parents: list[int], depths: list[int], copy: torch.LongTensor
-    ) -> list[int]:
+    ) -> int:
         """Follow the copied continuation down the kept tree; nodes it does not find are added as a new branch.
 
-        The new nodes are appended after their parents, so `keep` stays in verification order.
+        The new nodes are appended to `keep` after their parents, so it stays in verification order. Returns the
+        node of the copy's last token.
         """
         node = 0
         for token in copy.tolist():
@@ -250,7 +267,7 @@ class TreeDecoder:
                 child = len(tokens) - 1
                 keep.append(child)
             node = child
-        return keep
+        return node
 
     # ------------------------------------------------------------------ verification
 
@@ -350,6 +367,7 @@ class TreeDecoder:
             self.rounds += 1
             self.drafted += len(tree) - 1
             self.accepted += len(path) - 1
+            self.copy_streak = self.copy_streak + 1 if tree.copy_tail > 0 and path[-1] == tree.copy_tail else 0
             self.commit(tree, path)
             emitted = []
             for position, token in enumerate(new_tokens):

@@ -242,3 +242,36 @@ def test_drafter_attached_to_another_model_is_refused():
     drafter = CoralDrafter.from_target(attached, draft_length=2)
     with pytest.raises(RuntimeError, match="attached to another model"):
         other.generate(_prompt(0, length=4, vocab=96), max_new_tokens=8, do_sample=False, assistant_model=drafter)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_copy_streak_skips_the_drafter_and_stays_lossless(family, monkeypatch):
+    """After a fully accepted copy, rounds that find a copy run no drafter forward; outputs still equal plain."""
+    target = make_tiny_target(family)
+    drafter = CoralDrafter.from_target(target, draft_length=4, prompt_lookup_tokens=4, copy_confidence=1.0)
+    forwards = {"count": 0}
+    forward = CoralDrafter.forward
+
+    def counted(self, *args, **kwargs):
+        forwards["count"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(CoralDrafter, "forward", counted)
+    calls, copy_only = {}, 0
+    for after in (0, 1):
+        drafter.generation_config.copy_only_after = after
+        forwards["count"] = 0
+        for seed in range(6):
+            prompt = _repetitive_prompt(seed, target.config.vocab_size)
+            plain = target.generate(prompt, max_new_tokens=40, do_sample=False)
+            assisted = target.generate(prompt, max_new_tokens=40, do_sample=False, assistant_model=drafter)
+            assert torch.equal(plain, assisted), f"copy_only_after={after}, seed {seed}"
+            if after:
+                copy_only += drafter.last_generation_stats["copy_only_rounds"]
+            else:
+                assert drafter.last_generation_stats["copy_only_rounds"] == 0
+        calls[after] = forwards["count"]
+    assert copy_only > 0
+    assert calls[1] < calls[0]
+    with pytest.raises(ValueError, match="copy_only_after must be >= 0"):
+        CoralDrafter.from_target(target, copy_only_after=-1)

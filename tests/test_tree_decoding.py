@@ -161,19 +161,23 @@ def test_custom_stopping_criteria_and_streamer(trained_llama_pair):
 
 
 def test_prompt_lookup_branch_stays_lossless():
+    """Copy branches (also proposed alone during a streak of accepted copies) keep the tree's output plain greedy."""
     target = make_tiny_target("qwen2")
     drafter = CoralDrafter.from_target(target, prompt_lookup_tokens=8)  # an untrained drafter: copies do the work
-    accepted = {}
-    for lookup in (8, None):
+    accepted, copy_only = {}, {}
+    for lookup, after in ((8, 1), (8, 0), (None, 1)):
         drafter.generation_config.prompt_lookup_num_tokens = lookup
-        accepted[lookup] = 0
+        drafter.generation_config.copy_only_after = after
+        accepted[lookup, after] = copy_only[lookup, after] = 0
         for seed in range(5):
             phrase = _prompt(seed, length=5)
             prompt = torch.cat([phrase, _prompt(seed + 100, length=2), phrase, phrase[:, :2]], dim=1)
             plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
             assert torch.equal(plain, _tree(target, prompt, drafter, max_new_tokens=30, do_sample=False, tree_depth=2))
-            accepted[lookup] += drafter.last_generation_stats["accepted"]
-    assert accepted[8] > accepted[None]  # the copy branch, longer than the tree's depth, got accepted
+            accepted[lookup, after] += drafter.last_generation_stats["accepted"]
+            copy_only[lookup, after] += drafter.last_generation_stats["copy_only_rounds"]
+    assert accepted[8, 0] > accepted[None, 1]  # the copy branch, longer than the tree's depth, got accepted
+    assert copy_only[8, 1] > 0 and copy_only[8, 0] == copy_only[None, 1] == 0
 
 
 def test_tree_settings_per_call_and_scores(trained_llama_pair):

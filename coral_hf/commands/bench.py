@@ -112,6 +112,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "draft length; 0 skips the mode).",
     )
     generation.add_argument(
+        "--copy-only-after",
+        type=int,
+        metavar="N",
+        help="Hybrid modes: after N consecutive fully accepted copies, a round that finds a copy proposes it "
+        "without a drafter forward; 0 always drafts too (default: the drafter's copy_only_after).",
+    )
+    generation.add_argument(
         "--decoding",
         default="chain",
         choices=("chain", "tree", "chain,tree"),
@@ -164,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.hybrid_tokens is not None and args.hybrid_tokens < 0:
         return fail(f"--hybrid-tokens must be >= 0, got {args.hybrid_tokens}")
+    if args.copy_only_after is not None and args.copy_only_after < 0:
+        return fail(f"--copy-only-after must be >= 0, got {args.copy_only_after}")
     for name in (
         "max_new_tokens",
         "draft_length",
@@ -223,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         if args.hybrid_tokens is not None
         else (args.draft_length or drafter.generation_config.num_assistant_tokens),
         draft_length=args.draft_length,
+        copy_only_after=args.copy_only_after,
         decoding=("chain", "tree") if "tree" in args.decoding else ("chain",),
         tree_overrides={
             name: getattr(args, name)

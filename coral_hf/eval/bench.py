@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
+from ..generation import copy_only_after as resolved_copy_only_after
 from ..modeling_coral import CoralDrafter
 from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
 from .prompts import PromptItem
@@ -450,6 +451,7 @@ def run_bench(
     prompt_lookup_tokens: int | None = 10,
     hybrid_tokens: int | None = None,
     draft_length: int | None = None,
+    copy_only_after: int | None = None,
     decoding: Sequence[str] = ("chain",),
     tree_overrides: Mapping[str, int] | None = None,
     seed: int = 0,
@@ -475,6 +477,7 @@ def run_bench(
             `drafter.generation_config.prompt_lookup_num_tokens`); `None` skips it. The `drafter` mode always runs
             the drafter alone.
         draft_length: draft tokens per round, overriding `drafter.generation_config.num_assistant_tokens` for the run.
+        copy_only_after: the hybrid modes' `copy_only_after` (see `CoralConfig`), overriding the drafter's for the run.
         decoding: `("chain",)` runs the chain modes; with `"tree"` the drafter also decodes with its dynamic tree
             (the `tree` mode, and `tree_hybrid` with a prompt-lookup branch when `hybrid_tokens` is set), side by
             side with the chain in the same run.
@@ -506,8 +509,11 @@ def run_bench(
     original_draft_length = drafter_config.num_assistant_tokens
     original_lookup_tokens = getattr(drafter_config, "prompt_lookup_num_tokens", None)
     original_tree = {name: getattr(drafter_config, name, None) for name in TREE_SETTINGS}
+    original_copy_only_after = getattr(drafter_config, "copy_only_after", None)
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
+    if copy_only_after is not None:
+        drafter_config.copy_only_after = int(copy_only_after)
     for name, value in (tree_overrides or {}).items():
         if name not in TREE_SETTINGS:
             raise ValueError(f"Unknown tree setting {name!r}; expected one of {TREE_SETTINGS}.")
@@ -534,6 +540,7 @@ def run_bench(
         "prompt_lookup_max_ngram": PROMPT_LOOKUP_NGRAM if prompt_lookup_tokens is not None else None,
         "hybrid_tokens": hybrid_tokens,
         "hybrid_copy_confidence": float(getattr(drafter_config, "copy_confidence", None) or 0.0),
+        "hybrid_copy_only_after": resolved_copy_only_after(drafter),
         **(tree_settings(drafter) if "tree" in decoding else {}),
         "modes": list(modes),
         "order": "interleaved per turn, rotating",
@@ -592,6 +599,7 @@ def run_bench(
     finally:
         drafter_config.num_assistant_tokens = original_draft_length
         drafter_config.prompt_lookup_num_tokens = original_lookup_tokens
+        drafter_config.copy_only_after = original_copy_only_after
         for name, value in original_tree.items():
             setattr(drafter_config, name, value)
     if hasattr(os, "getloadavg"):
