@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--head-mode", choices=("full", "router", "shortlist"), help="Default: keep the drafter's.")
     parser.add_argument("--prompt-lookup-tokens", type=int, default=None, help="Hybrid copies (default: off).")
     parser.add_argument("--copy-confidence", type=float, default=0.0)
+    parser.add_argument("--copy-only-after", type=int, help="Copy-only rounds (default: keep the drafter's).")
     parser.add_argument("--tree-total-tokens", type=int, help="Tree decoding size (default: keep the drafter's).")
     parser.add_argument("--tree-depth", type=int, help="Tree decoding depth (default: keep the drafter's).")
     parser.add_argument("--tree-top-k", type=int, help="Tree decoding top-k (default: keep the drafter's).")
@@ -47,6 +48,9 @@ def main() -> None:
     drafter.config.copy_confidence = args.copy_confidence
     drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens
     drafter.generation_config.copy_confidence = args.copy_confidence
+    if args.copy_only_after is not None:
+        drafter.config.copy_only_after = args.copy_only_after
+    drafter.generation_config.copy_only_after = drafter.config.copy_only_after
     if args.head_mode is not None:
         drafter.set_head_mode(args.head_mode)
     for name in ("tree_total_tokens", "tree_depth", "tree_top_k"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -239,8 +240,20 @@ def test_followeval_summary_compares_plain_and_drafter_verdicts(pair, tokenizer,
     assert summary["followeval"]["verdict_flips"] == 0  # greedy + lossless: the same text, the same verdicts
     assert set(summary["followeval"]["other_modes"]) == {PROMPT_LOOKUP, TREE}
     assert all(other["verdict_flips"] == 0 for other in summary["followeval"]["other_modes"].values())
-    assert "FollowEval" in format_table(result)
+    assert "FollowEval" in format_table(result) and "flips 0" in format_table(result)
     assert "| en | 1 |" in write_report(result, tmp_path).read_text()
+
+
+def test_sampled_followeval_reports_pass_rates_without_verdict_flips(pair, tokenizer, tmp_path):
+    target, drafter = pair
+    prompts = load_prompts("followeval", limit=1)
+    result = run_bench(
+        target, tokenizer, drafter, prompts, max_new_tokens=6, warmup=0, draft_step_repetitions=0, temperature=0.7
+    )
+    result.followeval = followeval_summary(result)
+    table = format_table(result)
+    assert "FollowEval: pass rate plain" in table and not re.search(r"flips \d", table)  # different draws
+    assert "followeval_seeds.py" in table and "followeval_seeds.py" in write_report(result, tmp_path).read_text()
 
 
 def test_tie_classification_by_dtype_resolution():

@@ -12,8 +12,10 @@ from coral_hf.eval.followeval import (
     check_response,
     load_followeval,
     normalize_answer,
+    pool_sampled_runs,
     register_check,
     summarize,
+    wilson_interval,
 )
 
 # (check as written in JSONL, a response that passes, a response that fails). Every registered type appears.
@@ -312,3 +314,49 @@ def test_summarize_identical_outputs_have_no_flips(suite):
 def test_summarize_rejects_misaligned_inputs(suite):
     with pytest.raises(ValueError, match="aligned one to one"):
         summarize(suite[:2], ["a", "b"], ["a"])
+
+
+def test_wilson_interval_matches_the_closed_form_and_stays_in_bounds():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # not empty at 0 passes
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="passes must be in"):
+        wilson_interval(3, 2)
+
+
+def test_pool_sampled_runs_counts_every_seed_as_trials(suite):
+    english = [instance for instance in suite if instance.language == "en"][:2]
+    chinese = [instance for instance in suite if instance.language == "zh"][:2]
+    instances = english + chinese
+
+    def answers(passing):  # the reference passes, an empty answer fails
+        return [instance.reference if i in passing else "" for i, instance in enumerate(instances)]
+
+    def run(plain, drafter, tree):
+        summary = summarize(instances, answers(plain), answers(drafter))
+        summary["other_modes"] = {"tree": summarize(instances, answers(plain), answers(tree))}
+        return summary
+
+    pooled = pool_sampled_runs([run({0, 2}, {0}, {0, 1, 2}), run({1}, {1, 2, 3}, set())])
+    assert pooled["runs"] == 2
+    assert pooled["plain"]["passes"] == 3 and pooled["plain"]["n"] == 8
+    assert pooled["plain"]["ci"] == pytest.approx(list(wilson_interval(3, 8)))
+    drafter, tree = pooled["modes"]["drafter"], pooled["modes"]["tree"]
+    assert (drafter["passes"], tree["passes"]) == (4, 3)
+    assert drafter["difference"] == pytest.approx(0.125) and tree["difference"] == 0
+    low, high = drafter["difference_ci"]
+    assert -1 < low < 0 < drafter["difference"] < high < 1  # 8 trials cannot tell 3 from 4 passes
+    assert pooled["by_language"]["en"]["plain"]["passes"] == 2  # instance 0 in run 1, instance 1 in run 2
+    assert pooled["by_language"]["zh"]["modes"]["drafter"]["passes"] == 2
+    json.dumps(pooled)
+
+
+def test_pool_sampled_runs_rejects_runs_that_do_not_match(suite):
+    with pytest.raises(ValueError, match="no runs"):
+        pool_sampled_runs([])
+    one = summarize(suite[:2], ["", ""], ["", ""])
+    one["other_modes"] = {"tree": summarize(suite[:2], ["", ""], ["", ""])}
+    other = summarize(suite[:2], ["", ""], ["", ""])
+    with pytest.raises(ValueError, match="same modes and languages"):
+        pool_sampled_runs([one, other])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -604,3 +605,80 @@ def summarize(
         },
         "n": len(instances),
     }
+
+
+def wilson_interval(passes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a pass rate (`z` = 1.96: 95%); unlike the normal approximation it stays inside
+    [0, 1] and is not empty at 0 or n passes, which is where a small model's pass rates sit."""
+    if not 0 <= passes <= n:
+        raise ValueError(f"passes must be in [0, n], got {passes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    rate = passes / n
+    center = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _pooled(passes: int, n: int, z: float) -> dict[str, Any]:
+    low, high = wilson_interval(passes, n, z)
+    return {"passes": passes, "n": n, "rate": passes / n if n else 0.0, "ci": [low, high]}
+
+
+def _difference(mode: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+    # Newcombe's hybrid score interval for a difference of two independent proportions, from the Wilson bounds.
+    (mode_low, mode_high), (plain_low, plain_high) = mode["ci"], plain["ci"]
+    difference = mode["rate"] - plain["rate"]
+    return {
+        "difference": difference,
+        "difference_ci": [
+            difference - math.hypot(mode["rate"] - mode_low, plain_high - plain["rate"]),
+            difference + math.hypot(mode_high - mode["rate"], plain["rate"] - plain_low),
+        ],
+    }
+
+
+def pool_sampled_runs(summaries: Sequence[dict[str, Any]], z: float = 1.96) -> dict[str, Any]:
+    """Pass rates pooled over sampled runs (one per seed) of the same suite, with confidence intervals.
+
+    With sampling, plain and speculative answers are different draws from the same distribution, so verdict flips
+    mean nothing; what lossless sampling promises is equal pass rates. Every (instance, seed) answer is one trial.
+    `summaries` are `summarize` results with the chain drafter at the top level and other modes under
+    `other_modes` (what `coral-hf bench --prompts followeval` writes to its JSON as `followeval`). Returns
+    `{"runs", "plain", "modes": {mode: {..., "difference", "difference_ci"}}, "by_language": {lang: {"plain",
+    "modes"}}}`, each rate as `{"passes", "n", "rate", "ci"}` (Wilson); a difference is mode minus plain (Newcombe).
+    """
+    if not summaries:
+        raise ValueError("no runs to pool")
+    modes = ["drafter", *summaries[0].get("other_modes", {})]
+
+    def per_mode(summary: dict[str, Any], mode: str) -> dict[str, Any]:
+        return summary if mode == "drafter" else summary["other_modes"][mode]
+
+    def pool(select: Callable[[dict[str, Any]], dict[str, Any]], plain_key: str, mode_key: str) -> dict[str, Any]:
+        plain_passes = plain_n = 0
+        counts = dict.fromkeys(modes, 0)
+        for summary in summaries:
+            first = select(summary)
+            plain_n += first["n"]
+            plain_passes += round(first[plain_key] * first["n"])
+            for mode in modes:
+                part = select(per_mode(summary, mode))
+                counts[mode] += round(part[mode_key] * part["n"])
+        plain = _pooled(plain_passes, plain_n, z)
+        pooled_modes = {}
+        for mode in modes:
+            pooled_modes[mode] = _pooled(counts[mode], plain_n, z)
+            pooled_modes[mode].update(_difference(pooled_modes[mode], plain))
+        return {"plain": plain, "modes": pooled_modes}
+
+    try:
+        languages = sorted(summaries[0]["by_language"])
+        overall = pool(lambda summary: summary, "pass_rate_plain", "pass_rate_drafter")
+        by_language = {
+            language: pool(lambda summary, language=language: summary["by_language"][language], "plain", "drafter")
+            for language in languages
+        }
+    except KeyError as error:
+        raise ValueError(f"runs do not share the same modes and languages (missing {error})") from None
+    return {"runs": len(summaries), **overall, "by_language": by_language}

@@ -24,6 +24,8 @@ _MODE_LABELS = {
     TREE: "tree",
     TREE_HYBRID: "tree + lookup",
 }
+# Sampled answers are different draws, so verdicts are compared as pass rates over seeds, not instance by instance.
+_SAMPLED_FOLLOWEVAL = " (sampled: verdict flips do not apply; pool seeds with scripts/followeval_seeds.py)"
 _SHORT_LABELS = {PROMPT_LOOKUP: "PLD", HYBRID: "hybrid", TREE: "tree", TREE_HYBRID: "tree+PLD"}
 _MODE_COLORS = {
     DRAFTER: "tab:blue",
@@ -144,13 +146,19 @@ def format_table(result: BenchResult) -> str:
             lines.append("Lossless check: every greedy output is token-identical to plain decoding.")
     if result.followeval is not None:
         followeval = result.followeval
+        sampled = result.settings.get("temperature", 0) > 0
+
+        def flips(summary: dict) -> str:
+            return "" if sampled else f", flips {summary['verdict_flips']}"
+
         lines.append(
             f"FollowEval: pass rate plain {followeval['pass_rate_plain']:.1%}, drafter "
-            f"{followeval['pass_rate_drafter']:.1%}, verdict flips {followeval['verdict_flips']}"
+            f"{followeval['pass_rate_drafter']:.1%}{flips(followeval)}"
             + "".join(
-                f"; {_MODE_LABELS[mode]} {other['pass_rate_drafter']:.1%}, flips {other['verdict_flips']}"
+                f"; {_MODE_LABELS[mode]} {other['pass_rate_drafter']:.1%}{flips(other)}"
                 for mode, other in followeval.get("other_modes", {}).items()
             )
+            + (_SAMPLED_FOLLOWEVAL if sampled else "")
         )
     return "\n".join(lines)
 
@@ -269,8 +277,12 @@ def render_markdown(result: BenchResult) -> str:
         lines += [
             "## FollowEval",
             "",
-            f"Pass rate plain {followeval['pass_rate_plain']:.1%}, drafter {followeval['pass_rate_drafter']:.1%}, "
-            f"verdict flips {followeval['verdict_flips']} (of {followeval['n']}).",
+            f"Pass rate plain {followeval['pass_rate_plain']:.1%}, drafter {followeval['pass_rate_drafter']:.1%}"
+            + (
+                f" (of {followeval['n']}){_SAMPLED_FOLLOWEVAL}."
+                if result.settings.get("temperature", 0) > 0
+                else f", verdict flips {followeval['verdict_flips']} (of {followeval['n']})."
+            ),
             "",
         ]
         others = followeval.get("other_modes", {})
