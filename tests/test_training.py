@@ -415,3 +415,17 @@ def test_cli_router_stage_trains_only_the_router_and_keeps_the_drafter(saved_tin
     recipe = after.config.training_recipe
     assert recipe["steps"] == 3 and recipe["router_stage"]["stage"] == "router"
     assert recipe["router_stage"]["num_groups"] == 8
+
+
+def test_cli_continued_training_keeps_the_earlier_recipe(saved_tiny_target, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from coral_hf.commands.train import main
+
+    target_dir, data = saved_tiny_target
+    common = ["train", "--target", str(target_dir), "--data", str(data), "--max-length", "64", "--batch-size", "8"]
+    first, second = tmp_path / "stage1", tmp_path / "stage2"
+    assert main([*common, "--max-steps", "3", "--output-dir", str(first)]) == 0
+    assert main([*common, "--max-steps", "2", "--output-dir", str(second), "--init-from", str(first)]) == 0
+    recipe = load_drafter(str(second), target=AutoModelForCausalLM.from_pretrained(target_dir)).config.training_recipe
+    assert recipe["steps"] == 2 and recipe["continued_from"]["steps"] == 3

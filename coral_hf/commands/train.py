@@ -305,6 +305,8 @@ def run_train(args: argparse.Namespace) -> int:
             num_groups=config.num_groups, active_groups=config.active_groups, group_strategy=config.group_strategy
         )
         recipe = {**(earlier_recipe or {}), "router_stage": recipe}
+    elif earlier_recipe:
+        recipe["continued_from"] = earlier_recipe  # --init-from a trained drafter: keep how it got there
     drafter.config.training_recipe = recipe
     trainer.save_model(str(output_dir))
     if main:
