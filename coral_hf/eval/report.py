@@ -146,7 +146,7 @@ def format_table(result: BenchResult) -> str:
             lines.append("Lossless check: every greedy output is token-identical to plain decoding.")
     if result.followeval is not None:
         followeval = result.followeval
-        sampled = result.settings.get("temperature", 0) > 0
+        sampled = not result.settings["lossless_check"]
 
         def flips(summary: dict) -> str:
             return "" if sampled else f", flips {summary['verdict_flips']}"
@@ -279,9 +279,9 @@ def render_markdown(result: BenchResult) -> str:
             "",
             f"Pass rate plain {followeval['pass_rate_plain']:.1%}, drafter {followeval['pass_rate_drafter']:.1%}"
             + (
-                f" (of {followeval['n']}){_SAMPLED_FOLLOWEVAL}."
-                if result.settings.get("temperature", 0) > 0
-                else f", verdict flips {followeval['verdict_flips']} (of {followeval['n']})."
+                f", verdict flips {followeval['verdict_flips']} (of {followeval['n']})."
+                if settings["lossless_check"]
+                else f" (of {followeval['n']}){_SAMPLED_FOLLOWEVAL}."
             ),
             "",
         ]
