@@ -2,11 +2,14 @@
 
     python scripts/sweep_tree.py --dtype bfloat16 --threads 2 --limit 2 --json docs/bench/tree-sweep-bf16.json
     python scripts/sweep_tree.py --dtype float32 --settings 4,3,2 8,4,2 16,5,4 --json tree-sweep-fp32.json
+    python scripts/sweep_tree.py --prompt-lookup-tokens 10 --settings 8,3,2 16,4,4 --json tree-sweep-copies.json
 
 Each prompt (first turns of the held-out ShareGPT prompts) is generated greedily with plain `generate`, the chain
 drafter (`assistant_model=`) and every tree setting `total,depth,top_k` (`coral_hf.tree_generate`), in a rotating
 order after a warm-up; speedups are medians over prompts of per-prompt ratios, tau pools all rounds. Every output is
-checked against plain greedy (ties at the dtype's resolution are counted apart, as in `coral-hf bench`).
+checked against plain greedy (ties at the dtype's resolution are counted apart, as in `coral-hf bench`). By default
+the drafter runs alone; `--prompt-lookup-tokens N` adds the copy branch of up to N tokens (and the chain's hybrid
+copies), as the shipped drafter decodes.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2, help="Prompts per category of sharegpt-heldout.")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="TOTAL,DEPTH,TOP_K")
+    parser.add_argument(
+        "--prompt-lookup-tokens", type=int, default=0, metavar="N", help="Copy branch length (0: drafter alone)."
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     target, tokenizer = coral_hf.load_target("smollm2-135m-instruct", dtype=getattr(torch, args.dtype))
     drafter = coral_hf.load_drafter(args.drafter, target=target)
-    drafter.generation_config.prompt_lookup_num_tokens = None  # the drafter alone in every mode
+    drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens or None
     settings = {name: tuple(int(part) for part in name.split(",")) for name in args.settings}
 
     def run(mode: str, input_ids: torch.Tensor) -> tuple[list[int], float, int]:
@@ -102,6 +108,7 @@ def main() -> None:
         "dtype": args.dtype,
         "prompts": len(encoded),
         "max_new_tokens": args.max_new_tokens,
+        "prompt_lookup_tokens": args.prompt_lookup_tokens,
         "machine": machine_info(torch.device("cpu")),
         "modes": {
             mode: {

@@ -45,6 +45,23 @@ def test_regenerate_replaces_answers_batched_and_resumes(tmp_path):
     assert len(load_conversations(str(output))) >= 1
 
 
+def test_regenerate_batches_by_prompt_length_and_skips_long_prompts(tmp_path, caplog):
+    tokenizer = make_chat_tokenizer(["hello there how are you", "be brief and now the weather today"])
+    target = make_tiny_target("llama", vocab_size=len(tokenizer))
+    longest_first = CONVERSATIONS[::-1]  # first prompts of 32, 21 and 12 tokens
+    output = tmp_path / "regen.jsonl"
+    regenerate_conversations(target, tokenizer, longest_first, output, batch_size=1, max_new_tokens=3)
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == [2, 1, 0]  # shortest first
+    capped = tmp_path / "capped.jsonl"
+    with caplog.at_level("WARNING"):
+        written = regenerate_conversations(
+            target, tokenizer, longest_first, capped, batch_size=2, max_new_tokens=3, max_prompt_tokens=21
+        )
+    assert written == 2
+    assert "skipping 1 conversations whose first prompt exceeds 21 tokens" in caplog.text
+    assert sorted(json.loads(line)["id"] for line in capped.read_text().splitlines()) == [1, 2]
+
+
 def test_cli_refuses_bad_batch_size(tmp_path, capsys):
     assert main(["regenerate", "--output", str(tmp_path / "x.jsonl"), "--batch-size", "0"]) == 2
     assert "--batch-size" in capsys.readouterr().err

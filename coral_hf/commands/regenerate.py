@@ -8,7 +8,7 @@ from pathlib import Path
 _EPILOG = """\
 examples:
   # SmolLM2 answers 2000 ShareGPT conversations (first turn only), greedy, bf16 where the CPU has native bf16
-  coral-hf regenerate --max-samples 2000 --max-turns 1 --output regen.jsonl
+  coral-hf regenerate --max-samples 2000 --max-turns 1 --max-prompt-tokens 320 --output regen.jsonl
   # then train on it (or on a mix: concatenate the JSONL files)
   coral-hf train --data regen.jsonl --output-dir ./drafter
 
@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, required=True, help="JSONL file to append to (resumable).")
     parser.add_argument("--max-samples", type=int, help="Use the first N conversations only.")
     parser.add_argument("--max-turns", type=int, help="Regenerate at most N assistant turns per conversation.")
+    parser.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        help="Skip conversations whose first prompt is longer than N tokens (default: keep all).",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="Conversations per generate call (default 16).")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="Tokens per answer (default 256).")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampled.")
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_p=args.top_p,
         max_turns=args.max_turns,
+        max_prompt_tokens=args.max_prompt_tokens,
         seed=args.seed,
         progress=not args.no_progress,
     )

@@ -11,6 +11,7 @@ is appended and flushed as soon as it is done.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import Conversation
+
+logger = logging.getLogger(__name__)
 
 
 def done_ids(path: Path) -> set[int]:
@@ -77,6 +80,17 @@ def regenerate_batch(
     return histories
 
 
+def _first_prompt_length(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> int:
+    """Tokens of the prompt that asks for the conversation's first answer (system prompt + first user turn)."""
+    system = [m for m in conversation if m["role"] == "system"][:1]
+    user = next(({"role": "user", "content": m["content"]} for m in conversation if m["role"] == "user"), None)
+    messages = system + ([user] if user else [])
+    if not messages:
+        return 0
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def regenerate_conversations(
     target: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -88,6 +102,7 @@ def regenerate_conversations(
     temperature: float = 0.0,
     top_p: float = 1.0,
     max_turns: int | None = None,
+    max_prompt_tokens: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> int:
@@ -95,11 +110,24 @@ def regenerate_conversations(
 
     Record `id` is the conversation's index in `conversations`, so a rerun with the same inputs skips what is done.
     `temperature=0` answers greedily; `> 0` samples (with `top_p`), reseeded per batch for reproducibility.
+    Batches are formed from conversations of similar first-prompt length: a left-padded batch costs what its longest
+    prompt costs, and chat datasets mix 20-token and 5,000-token questions. `max_prompt_tokens` skips (and logs)
+    conversations whose first prompt is longer; a drafter trained at a shorter `max_length` would not see their
+    answers anyway.
     """
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     skip = done_ids(path)
     todo = [i for i in range(len(conversations)) if i not in skip]
+    lengths = {i: _first_prompt_length(tokenizer, conversations[i]) for i in todo}
+    too_long = [i for i in todo if max_prompt_tokens is not None and lengths[i] > max_prompt_tokens]
+    if too_long:
+        logger.warning(
+            "skipping %d conversations whose first prompt exceeds %d tokens", len(too_long), max_prompt_tokens
+        )
+    todo = sorted(set(todo) - set(too_long), key=lambda i: (lengths[i], i))
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
