@@ -340,6 +340,33 @@ def test_model_card_content(drafter: CoralDrafter, tmp_path: Path):
     assert "may be untrained" in bare and "No measurements" in bare
 
 
+def test_model_card_of_a_continued_drafter_lists_its_stages(drafter: CoralDrafter):
+    """A drafter trained with `--init-from` shows one row per stage, not every earlier stage's settings flattened."""
+    first = {
+        "data": "anon8231489123/ShareGPT_Vicuna_unfiltered",
+        "steps": 1350,
+        "tokens_seen": 2544076,
+        "optimizer": {"learning_rate": 5e-4},
+        "heldout_eval": {"acc_step_1": 0.4033, "tau_sim": 1.6},
+    }
+    last = {
+        "data": "regen.jsonl",
+        "conversations": 5989,
+        "steps": 2400,
+        "tokens_seen": 2598276,
+        "optimizer": {"learning_rate": 2e-4},
+        "heldout_eval": {"acc_step_1": 0.6254, "tau_sim": 2.344},
+        "continued_from": first,
+    }
+    config = drafter.config.__class__(**{**drafter.config.to_dict(), "training_recipe": last})
+    card = render_model_card(config)
+    text = str(card)
+    assert "| 1 | anon8231489123/ShareGPT_Vicuna_unfiltered | - | 1350 | 2.54M | 0.0005 | 0.4033 | 1.6 |" in text
+    assert "| 2 | regen.jsonl | 5989 | 2400 | 2.60M | 0.0002 | 0.6254 | 2.344 |" in text
+    assert "continued_from." not in text and "| steps | 2400 |" in text
+    assert card.data.datasets == ["anon8231489123/ShareGPT_Vicuna_unfiltered"]  # the earlier stage's Hub dataset
+
+
 # ---------------------------------------------------------------------------------------------------- push / pull
 def test_push_then_pull_in_fresh_process(hub: HubServer, drafter: CoralDrafter, target_dir: Path, tmp_path: Path):
     repo_id = f"{hub.username}/api-round-trip"

@@ -141,6 +141,38 @@ def _training_data(recipe: Mapping[str, Any]) -> tuple[str | None, str | None, l
     return None, None, []
 
 
+def _stage_table(recipe: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of one row per training stage, earliest first, when the drafter was continued (`--init-from`).
+
+    Each stage's recipe holds the recipe of the drafter it started from under `continued_from`; flattening that chain
+    into the settings table would bury the current stage's settings under a copy of every earlier one.
+    """
+    stages = []
+    while isinstance(recipe, Mapping) and recipe:
+        stages.append(recipe)
+        recipe = recipe.get("continued_from")
+    if len(stages) < 2:
+        return []
+    lines = [
+        "| Stage | Data | Conversations | Steps | Tokens | Learning rate | Held-out acc@1 | Held-out tau_sim |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for number, stage in enumerate(reversed(stages), start=1):
+        heldout = stage.get("heldout_eval") or {}
+        cells = [
+            number,
+            _training_data(stage)[1],
+            stage.get("conversations"),
+            stage.get("steps"),
+            _format_count(stage["tokens_seen"]) if isinstance(stage.get("tokens_seen"), int) else None,
+            (stage.get("optimizer") or {}).get("learning_rate"),
+            heldout.get("acc_step_1"),
+            heldout.get("tau_sim"),
+        ]
+        lines.append("| " + " | ".join("-" if cell is None else _format_value(cell) for cell in cells) + " |")
+    return lines
+
+
 def _is_hub_id(name: str | None) -> bool:
     return bool(name) and _HUB_ID_RE.match(name) is not None and not Path(name).exists()
 
@@ -182,6 +214,10 @@ def render_model_card(
     target = config.target_name_or_path or "<unknown target>"
     recipe = dict(config.training_recipe or {})
     data_key, training_data, dataset_ids = _training_data(recipe)
+    earlier = recipe.get("continued_from")
+    while isinstance(earlier, Mapping):  # a continued drafter was also trained on its earlier stages' datasets
+        dataset_ids += [name for name in _training_data(earlier)[2] if name not in dataset_ids]
+        earlier = earlier.get("continued_from")
     card_data = ModelCardData(
         base_model=target if _is_hub_id(target) else None,
         library_name=LIBRARY_NAME,
@@ -208,7 +244,12 @@ def render_model_card(
         "weights_size": _format_bytes(weights_bytes) if weights_bytes is not None else "size unknown",
         "dtype": dtype,
         "fingerprint": fingerprint[:16] if fingerprint else None,
-        "recipe_rows": [(key, _format_value(value)) for key, value in _flatten(recipe) if key != data_key],
+        "recipe_rows": [
+            (key, _format_value(value))
+            for key, value in _flatten(recipe)
+            if key != data_key and not key.startswith("continued_from.")
+        ],
+        "stage_table": _stage_table(recipe),
         "training_data": training_data,
         "eval_table": _eval_table(config.eval_results),
     }
