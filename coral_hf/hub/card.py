@@ -141,16 +141,22 @@ def _training_data(recipe: Mapping[str, Any]) -> tuple[str | None, str | None, l
     return None, None, []
 
 
-def _stage_table(recipe: Mapping[str, Any]) -> list[str]:
-    """Markdown lines of one row per training stage, earliest first, when the drafter was continued (`--init-from`).
-
-    Each stage's recipe holds the recipe of the drafter it started from under `continued_from`; flattening that chain
-    into the settings table would bury the current stage's settings under a copy of every earlier one.
-    """
+def _stages(recipe: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The recipe of every training stage, latest first: a drafter continued with `--init-from` keeps the recipe of
+    the drafter it started from under `continued_from`, which may itself have been continued."""
     stages = []
     while isinstance(recipe, Mapping) and recipe:
         stages.append(recipe)
         recipe = recipe.get("continued_from")
+    return stages
+
+
+def _stage_table(stages: list[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines of one row per training stage, earliest first, when the drafter was continued.
+
+    Flattening the `continued_from` chain into the settings table would bury the current stage's settings under a
+    copy of every earlier one.
+    """
     if len(stages) < 2:
         return []
     lines = [
@@ -214,10 +220,9 @@ def render_model_card(
     target = config.target_name_or_path or "<unknown target>"
     recipe = dict(config.training_recipe or {})
     data_key, training_data, dataset_ids = _training_data(recipe)
-    earlier = recipe.get("continued_from")
-    while isinstance(earlier, Mapping):  # a continued drafter was also trained on its earlier stages' datasets
+    stages = _stages(recipe)
+    for earlier in stages[1:]:  # a continued drafter was also trained on its earlier stages' datasets
         dataset_ids += [name for name in _training_data(earlier)[2] if name not in dataset_ids]
-        earlier = earlier.get("continued_from")
     card_data = ModelCardData(
         base_model=target if _is_hub_id(target) else None,
         library_name=LIBRARY_NAME,
@@ -246,10 +251,10 @@ def render_model_card(
         "fingerprint": fingerprint[:16] if fingerprint else None,
         "recipe_rows": [
             (key, _format_value(value))
-            for key, value in _flatten(recipe)
-            if key != data_key and not key.startswith("continued_from.")
+            for key, value in _flatten({k: v for k, v in recipe.items() if k != "continued_from"})
+            if key != data_key
         ],
-        "stage_table": _stage_table(recipe),
+        "stage_table": _stage_table(stages),
         "training_data": training_data,
         "eval_table": _eval_table(config.eval_results),
     }
