@@ -96,6 +96,12 @@ class CoralConfig(PreTrainedConfig):
         tree_top_k (`int`, defaults to 2):
             Tree decoding: children per expanded node, and nodes expanded per level (EAGLE-2's top-k). Written to
             `generation_config.tree_top_k`.
+        tree_confidence_threshold (`float`, defaults to 0.0):
+            Tree decoding: expand one more level only while the likeliest frontier node's path probability (the
+            product of the drafter's probabilities along it) is at least this value; 0 always expands `tree_depth`
+            levels. The tree analogue of `draft_confidence_threshold`: with a deep `tree_depth`, confident rounds
+            draft deep and unsure ones stop early, which saves drafter forwards the target would reject. Written to
+            `generation_config.tree_confidence_threshold`.
         head_mode (`str`, defaults to `"full"`):
             How draft logits are computed from the predicted feature: `"full"` (the target's whole LM head),
             `"router"` (CORAL's grouped head: only the router's top-`active_groups` vocabulary groups, `-inf`
@@ -147,6 +153,7 @@ class CoralConfig(PreTrainedConfig):
     tree_total_tokens: int = 8
     tree_depth: int = 3
     tree_top_k: int = 2
+    tree_confidence_threshold: float = 0.0
     head_mode: str = "full"
     num_groups: int | None = None
     active_groups: int | None = None
@@ -175,6 +182,8 @@ class CoralConfig(PreTrainedConfig):
         for name in ("tree_total_tokens", "tree_depth", "tree_top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0.0 <= self.tree_confidence_threshold <= 1.0:
+            raise ValueError(f"tree_confidence_threshold must be in [0, 1], got {self.tree_confidence_threshold}.")
         self._init_head_fields()
         super().__post_init__(**kwargs)
 

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration_coral import GROUP_STRATEGIES, CoralConfig
-
-if TYPE_CHECKING:
-    pass
 
 # ---------------------------------------------------------------------------------------------- vocabulary groups
 

@@ -128,6 +128,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             tree_total_tokens=config.tree_total_tokens,
             tree_depth=config.tree_depth,
             tree_top_k=config.tree_top_k,
+            tree_confidence_threshold=config.tree_confidence_threshold,
         )
         self.__dict__["_target"] = None
         self.__dict__["_feature_recorder"] = None
@@ -526,8 +527,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         one target forward. When a single token of budget is left, transformers runs a last target forward without
         drafting, which this count does not see; count target forwards with a streamer
         (`coral_hf.eval.bench.RoundRecorder`) when that matters. Tree (`coral_hf.tree_generate`): `rounds` (target
-        forwards after the prompt's), `drafted` (verified draft nodes), `accepted` (accepted draft tokens) and
-        `copy_only_rounds`.
+        forwards after the prompt's), `drafted` (verified draft nodes), `accepted` (accepted draft tokens),
+        `copy_only_rounds` and `drafter_forwards`.
         """
         generator = self.__dict__["_candidate_generator"]
         return None if generator is None else generator.stats()

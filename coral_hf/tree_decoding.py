@@ -15,6 +15,7 @@ a node's children with the residual renormalised after each rejection. The child
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,8 @@ class TreeDecoder:
         logits_processor: the call's prepared logits processors, applied to the target's logits at every node with
             that node's own context.
         total_tokens, depth, top_k: tree size (root included), levels below the root, children per expanded node.
+        confidence_threshold: expand a level only while the likeliest frontier node's path probability is at least
+            this (0: always `depth` levels).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class TreeDecoder:
         total_tokens: int,
         depth: int,
         top_k: int,
+        confidence_threshold: float = 0.0,
     ):
         for name, value in (("tree_total_tokens", total_tokens), ("tree_depth", depth), ("tree_top_k", top_k)):
             if int(value) < 1:
@@ -133,6 +137,9 @@ class TreeDecoder:
         self.logits_processor = logits_processor
         self.do_sample = bool(generation_config.do_sample)
         self.total_tokens, self.depth, self.top_k = int(total_tokens), int(depth), int(top_k)
+        if not 0.0 <= confidence_threshold <= 1.0:
+            raise ValueError(f"tree_confidence_threshold must be in [0, 1], got {confidence_threshold}.")
+        self.min_log_confidence = math.log(confidence_threshold) if confidence_threshold > 0 else float("-inf")
         lookup_tokens = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
         self.lookup_tokens = int(lookup_tokens or 0)
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
@@ -144,15 +151,18 @@ class TreeDecoder:
         self.rounds = 0
         self.drafted = 0
         self.accepted = 0
+        self.drafter_forwards = 0
 
     def stats(self) -> dict[str, int]:
-        """Verification rounds (target forwards after the prompt), verified draft nodes, accepted draft tokens and
-        rounds that verified a prompt-lookup copy alone (no drafter forward, see `copy_only_after`)."""
+        """Verification rounds (target forwards after the prompt), verified draft nodes, accepted draft tokens,
+        rounds that verified a prompt-lookup copy alone (no drafter forward, see `copy_only_after`) and drafter
+        forwards (catch-ups and tree levels)."""
         return {
             "rounds": self.rounds,
             "drafted": self.drafted,
             "accepted": self.accepted,
             "copy_only_rounds": self.copy_only_rounds,
+            "drafter_forwards": self.drafter_forwards,
         }
 
     # ------------------------------------------------------------------ drafting
@@ -169,6 +179,7 @@ class TreeDecoder:
         found, is added as one more branch; it may reach deeper than `depth`, as copies cost nothing to propose.
         When the copy starts with the drafter's own top-1, only the root's children are drafted besides it; during a
         streak of fully accepted copies (`copy_only_after`) the copy is proposed alone, with no drafter forward.
+        A level is expanded only while its likeliest frontier node is at least `tree_confidence_threshold` likely.
         """
         device = sequence.device
         root = sequence[0, -1]
@@ -180,6 +191,7 @@ class TreeDecoder:
         if depth > 0 and self.total_tokens > 1 and not copy_only:
             verified = sequence.shape[1] - 1
             root_feature = catch_up(self.drafter, self.drafter_cache, sequence)[0]
+            self.drafter_forwards += 1
             prefix_length = self.drafter_cache.get_seq_length()
             log_probs = self._log_probs(root_feature)[0]
             top = log_probs.topk(min(self.top_k, log_probs.shape[-1]))
@@ -198,7 +210,7 @@ class TreeDecoder:
             parent_features = root_feature.expand(len(frontier), -1)
             slot: dict[int, int] = {}  # node -> its entry in the drafter's cache, beyond the verified prefix
             for level in range(1, depth):
-                if not frontier:
+                if not frontier or max(scores[node] for node in frontier) < self.min_log_confidence:
                     break
                 for node in frontier:
                     slot[node] = len(slot)
@@ -218,6 +230,7 @@ class TreeDecoder:
                     past_key_values=self.drafter_cache,
                     use_cache=True,
                 )
+                self.drafter_forwards += 1
                 predicted = out.last_hidden_state[0]
                 log_probs = self._log_probs(predicted)
                 top = log_probs.topk(min(self.top_k, log_probs.shape[-1]), dim=-1)
@@ -391,13 +404,15 @@ class TreeDecoder:
 
 
 _UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states", "output_logits")
-TREE_SETTINGS = ("tree_total_tokens", "tree_depth", "tree_top_k")
+TREE_SETTINGS = ("tree_total_tokens", "tree_depth", "tree_top_k", "tree_confidence_threshold")
+_FLOAT_SETTINGS = ("tree_confidence_threshold",)
 
 
-def tree_settings(drafter: CoralDrafter, **overrides: int | None) -> dict[str, int]:
-    """The tree size a generation uses: each override, else the drafter's generation config, else its config.
+def tree_settings(drafter: CoralDrafter, **overrides: float | None) -> dict[str, float]:
+    """The tree a generation uses: each override, else the drafter's generation config, else its config.
 
-    A drafter's saved `generation_config.json` may predate the tree fields; its `config.json` always has them.
+    A drafter's saved `generation_config.json` may predate the tree fields; its `config.json` always has them
+    (a `config.json` that predates `tree_confidence_threshold` loads with its default, 0).
     """
     settings = {}
     for name in TREE_SETTINGS:
@@ -407,7 +422,7 @@ def tree_settings(drafter: CoralDrafter, **overrides: int | None) -> dict[str, i
             getattr(drafter.config, name),
         ):
             if value is not None:
-                settings[name] = int(value)
+                settings[name] = float(value) if name in _FLOAT_SETTINGS else int(value)
                 break
     return settings
 
@@ -423,6 +438,7 @@ def tree_generate(
     tree_total_tokens: int | None = None,
     tree_depth: int | None = None,
     tree_top_k: int | None = None,
+    tree_confidence_threshold: float | None = None,
     tree_streamer: BaseStreamer | None = None,
     **model_kwargs: Any,
 ) -> GenerateDecoderOnlyOutput | torch.LongTensor:
@@ -434,8 +450,10 @@ def tree_generate(
     Args:
         model: the target (passed by `generate`).
         drafter: a [`CoralDrafter`] attached to `model`.
-        tree_total_tokens, tree_depth, tree_top_k: override the drafter's `generation_config` tree settings for
-            this call: tokens verified per round (root included), levels, children per expanded node.
+        tree_total_tokens, tree_depth, tree_top_k, tree_confidence_threshold: override the drafter's
+            `generation_config` tree settings for this call: tokens verified per round (root included), levels,
+            children per expanded node, and the path probability a level's likeliest frontier node needs for it
+            to be expanded.
         tree_streamer: a streamer (`TextStreamer`, ...). transformers does not hand `streamer=` to a
             `custom_generate` callable, so pass it under this name.
 
@@ -475,7 +493,11 @@ def tree_generate(
             f"exceeds the target's sliding_window {window}."
         )
     settings = tree_settings(
-        drafter, tree_total_tokens=tree_total_tokens, tree_depth=tree_depth, tree_top_k=tree_top_k
+        drafter,
+        tree_total_tokens=tree_total_tokens,
+        tree_depth=tree_depth,
+        tree_top_k=tree_top_k,
+        tree_confidence_threshold=tree_confidence_threshold,
     )
     decoder = TreeDecoder(
         model,
@@ -485,6 +507,7 @@ def tree_generate(
         total_tokens=settings["tree_total_tokens"],
         depth=settings["tree_depth"],
         top_k=settings["tree_top_k"],
+        confidence_threshold=settings["tree_confidence_threshold"],
     )
     drafter.__dict__["_candidate_generator"] = decoder
     return decoder.generate(input_ids, stopping_criteria, streamer=tree_streamer)

@@ -18,6 +18,7 @@ import torch
 from coral_hf import load_drafter, load_target
 from coral_hf.hub import write_model_card
 from coral_hf.targets import DEFAULT_TARGET
+from coral_hf.tree_decoding import TREE_SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--tree-total-tokens", type=int, help="Tree decoding size (default: keep the drafter's).")
     parser.add_argument("--tree-depth", type=int, help="Tree decoding depth (default: keep the drafter's).")
     parser.add_argument("--tree-top-k", type=int, help="Tree decoding top-k (default: keep the drafter's).")
+    parser.add_argument(
+        "--tree-confidence-threshold", type=float, help="Tree decoding level threshold (default: keep the drafter's)."
+    )
     parser.add_argument("--bench-json", type=Path, nargs="*", default=[], help="coral-hf bench --json reports.")
     args = parser.parse_args()
 
@@ -53,7 +57,7 @@ def main() -> None:
     drafter.generation_config.copy_only_after = drafter.config.copy_only_after
     if args.head_mode is not None:
         drafter.set_head_mode(args.head_mode)
-    for name in ("tree_total_tokens", "tree_depth", "tree_top_k"):
+    for name in TREE_SETTINGS:
         value = getattr(args, name)
         value = getattr(drafter.config, name) if value is None else value
         setattr(drafter.config, name, value)

@@ -3,13 +3,15 @@
     python scripts/sweep_tree.py --dtype bfloat16 --threads 2 --limit 2 --json docs/bench/tree-sweep-bf16.json
     python scripts/sweep_tree.py --dtype float32 --settings 4,3,2 8,4,2 16,5,4 --json tree-sweep-fp32.json
     python scripts/sweep_tree.py --prompt-lookup-tokens 10 --settings 8,3,2 16,4,4 --json tree-sweep-copies.json
+    python scripts/sweep_tree.py --settings 8,3,2 10,6,2,0.3 --json tree-sweep-confidence.json
 
 Each prompt (first turns of the held-out ShareGPT prompts) is generated greedily with plain `generate`, the chain
-drafter (`assistant_model=`) and every tree setting `total,depth,top_k` (`coral_hf.tree_generate`), in a rotating
-order after a warm-up; speedups are medians over prompts of per-prompt ratios, tau pools all rounds. Every output is
-checked against plain greedy (ties at the dtype's resolution are counted apart, as in `coral-hf bench`). By default
-the drafter runs alone; `--prompt-lookup-tokens N` adds the copy branch of up to N tokens (and the chain's hybrid
-copies), as the shipped drafter decodes.
+drafter (`assistant_model=`) and every tree setting `total,depth,top_k[,confidence_threshold]`
+(`coral_hf.tree_generate`; the threshold defaults to 0, every level expanded), in a rotating order after a warm-up;
+speedups are medians over prompts of per-prompt ratios, tau pools all rounds. Every output is checked against plain
+greedy (ties at the dtype's resolution are counted apart, as in `coral-hf bench`). By default the drafter runs alone;
+`--prompt-lookup-tokens N` adds the copy branch of up to N tokens (and the chain's hybrid copies), as the shipped
+drafter decodes.
 """
 
 from __future__ import annotations
@@ -25,8 +27,19 @@ import torch
 import coral_hf
 from coral_hf.eval.bench import RoundRecorder, first_divergence, machine_info
 from coral_hf.eval.prompts import load_prompts
+from coral_hf.tree_decoding import TREE_SETTINGS
 
 DEFAULT_SETTINGS = ("8,4,2", "16,5,4", "24,6,4", "32,6,8", "48,7,8", "64,8,10")
+
+
+def _parse_setting(text: str) -> dict[str, float]:
+    """`"10,6,2,0.3"` -> the `tree_generate` keyword arguments of that tree (the threshold is optional)."""
+    parts = text.split(",")
+    if len(parts) not in (3, 4):
+        raise SystemExit(f"error: tree setting {text!r} is not TOTAL,DEPTH,TOP_K[,THRESHOLD]")
+    setting: dict[str, float] = dict(zip(TREE_SETTINGS[:3], (int(part) for part in parts[:3]), strict=True))
+    setting["tree_confidence_threshold"] = float(parts[3]) if len(parts) == 4 else 0.0
+    return setting
 
 
 def main() -> None:
@@ -36,7 +49,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--limit", type=int, default=2, help="Prompts per category of sharegpt-heldout.")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="TOTAL,DEPTH,TOP_K")
+    parser.add_argument(
+        "--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="TOTAL,DEPTH,TOP_K[,THRESHOLD]"
+    )
     parser.add_argument(
         "--prompt-lookup-tokens", type=int, default=0, metavar="N", help="Copy branch length (0: drafter alone)."
     )
@@ -47,7 +62,7 @@ def main() -> None:
     target, tokenizer = coral_hf.load_target("smollm2-135m-instruct", dtype=getattr(torch, args.dtype))
     drafter = coral_hf.load_drafter(args.drafter, target=target)
     drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens or None
-    settings = {name: tuple(int(part) for part in name.split(",")) for name in args.settings}
+    settings = {name: _parse_setting(name) for name in args.settings}
 
     def run(mode: str, input_ids: torch.Tensor) -> tuple[list[int], float, int]:
         rounds = RoundRecorder()
@@ -55,14 +70,11 @@ def main() -> None:
         if mode == "chain":
             kwargs = {"assistant_model": drafter, "streamer": rounds}
         elif mode != "plain":
-            total, depth, top_k = settings[mode]
             kwargs = {
                 "custom_generate": coral_hf.tree_generate,
                 "drafter": drafter,
                 "tree_streamer": rounds,
-                "tree_total_tokens": total,
-                "tree_depth": depth,
-                "tree_top_k": top_k,
+                **settings[mode],
             }
         start = time.perf_counter()
         output = target.generate(input_ids, max_new_tokens=args.max_new_tokens, do_sample=False, **kwargs)
@@ -116,11 +128,7 @@ def main() -> None:
                 "speedup_median": round(statistics.median(speedups[mode]), 3),
                 "identical": identical[mode],
                 "ties": ties[mode],
-                **(
-                    dict(zip(("total_tokens", "depth", "top_k"), settings[mode], strict=True))
-                    if mode in settings
-                    else {}
-                ),
+                **{name.removeprefix("tree_"): value for name, value in settings.get(mode, {}).items()},
             }
             for mode in modes[1:]
         },

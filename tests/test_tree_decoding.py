@@ -204,6 +204,34 @@ def test_tree_settings_per_call_and_scores(trained_llama_pair):
     assert drafter.last_generation_stats["drafted"] <= 2 * drafter.last_generation_stats["rounds"]
 
 
+def test_confidence_threshold_stops_expanding_unsure_levels_and_stays_lossless(trained_llama_pair):
+    target, drafter = trained_llama_pair
+    plain = target.generate(_prompt(1, length=4), max_new_tokens=24, do_sample=False)
+    forwards_per_round = {}
+    for threshold in (0.0, 0.4, 1.0):
+        out = _tree(
+            target,
+            _prompt(1, length=4),
+            drafter,
+            max_new_tokens=24,
+            do_sample=False,
+            tree_depth=4,
+            tree_confidence_threshold=threshold,
+        )
+        assert torch.equal(out, plain)
+        stats = drafter.last_generation_stats
+        forwards_per_round[threshold] = stats["drafter_forwards"] / stats["rounds"]
+    # 1.0: only the root's children are drafted (one forward per round); 0: all four levels; 0.4 in between. (The
+    # rounds near max_new_tokens draft less: their depth is capped by the budget.)
+    assert forwards_per_round[1.0] <= 1.0
+    assert forwards_per_round[0.0] > 3.0
+    assert forwards_per_round[1.0] < forwards_per_round[0.4] < forwards_per_round[0.0]
+    with pytest.raises(ValueError, match="tree_confidence_threshold must be in"):
+        _tree(target, _prompt(1, length=4), drafter, max_new_tokens=4, tree_confidence_threshold=1.5)
+    with pytest.raises(ValueError, match="tree_confidence_threshold must be in"):
+        CoralDrafter.from_target(target, tree_confidence_threshold=-0.1)
+
+
 # ---------------------------------------------------------------- sampling is lossless
 
 

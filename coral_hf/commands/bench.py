@@ -130,6 +130,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generation.add_argument("--tree-total-tokens", type=int, metavar="N", help="Tree: tokens verified per round.")
     generation.add_argument("--tree-depth", type=int, metavar="D", help="Tree: levels below the root.")
     generation.add_argument("--tree-top-k", type=int, metavar="K", help="Tree: children per expanded node.")
+    generation.add_argument(
+        "--tree-confidence-threshold",
+        type=float,
+        metavar="P",
+        help="Tree: expand a level only while its likeliest node's path probability is >= P (0: always all levels).",
+    )
     generation.add_argument("--seed", type=int, default=0, help="Seed for sampling and for `--drafter random`.")
 
     measurement = parser.add_argument_group("measurement and output")
@@ -168,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from coral_hf.eval.prompts import load_prompts
     from coral_hf.eval.report import format_table, write_report
     from coral_hf.loading import shipped_drafter_path
+    from coral_hf.tree_decoding import TREE_SETTINGS
 
     if args.hybrid_tokens is not None and args.hybrid_tokens < 0:
         return fail(f"--hybrid-tokens must be >= 0, got {args.hybrid_tokens}")
@@ -184,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             return fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.tree_confidence_threshold is not None and not 0 <= args.tree_confidence_threshold <= 1:
+        return fail(f"--tree-confidence-threshold must be in [0, 1], got {args.tree_confidence_threshold}")
     if args.temperature < 0:
         return fail(f"--temperature must be >= 0, got {args.temperature}")
     if args.threads is not None:
@@ -234,11 +243,7 @@ def run(args: argparse.Namespace) -> int:
         draft_length=args.draft_length,
         copy_only_after=args.copy_only_after,
         decoding=("chain", "tree") if "tree" in args.decoding else ("chain",),
-        tree_overrides={
-            name: getattr(args, name)
-            for name in ("tree_total_tokens", "tree_depth", "tree_top_k")
-            if getattr(args, name) is not None
-        },
+        tree_overrides={name: getattr(args, name) for name in TREE_SETTINGS if getattr(args, name) is not None},
         seed=args.seed,
         progress=not args.no_progress,
         draft_step_repetitions=args.draft_step_repetitions,

@@ -453,7 +453,7 @@ def run_bench(
     draft_length: int | None = None,
     copy_only_after: int | None = None,
     decoding: Sequence[str] = ("chain",),
-    tree_overrides: Mapping[str, int] | None = None,
+    tree_overrides: Mapping[str, float] | None = None,
     seed: int = 0,
     progress: bool = False,
     draft_step_repetitions: int = 100,
@@ -481,8 +481,8 @@ def run_bench(
         decoding: `("chain",)` runs the chain modes; with `"tree"` the drafter also decodes with its dynamic tree
             (the `tree` mode, and `tree_hybrid` with a prompt-lookup branch when `hybrid_tokens` is set), side by
             side with the chain in the same run.
-        tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` overriding the drafter's generation config
-            for the run.
+        tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` / `tree_confidence_threshold` overriding
+            the drafter's generation config for the run.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
         draft_step_repetitions: timed draft steps (`coral_hf.eval.timing.time_draft_step`, after the generations) for
@@ -517,7 +517,7 @@ def run_bench(
     for name, value in (tree_overrides or {}).items():
         if name not in TREE_SETTINGS:
             raise ValueError(f"Unknown tree setting {name!r}; expected one of {TREE_SETTINGS}.")
-        setattr(drafter_config, name, int(value))
+        setattr(drafter_config, name, value)
     runner = _Runner(
         target,
         drafter,
