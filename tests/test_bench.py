@@ -118,7 +118,8 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
 
 
 def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
-    """--decoding tree: the tree modes run in the same interleaved run, identical, with their own tau."""
+    """--decoding tree: the tree modes run in the same interleaved run, identical, with their own tau; the run's
+    draft overrides are recorded and the drafter's own settings restored afterwards."""
     target, drafter = pair
     result = run_bench(
         target,
@@ -130,7 +131,8 @@ def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
         prompt_lookup_tokens=None,
         hybrid_tokens=4,
         decoding=("chain", "tree"),
-        tree_overrides={"tree_total_tokens": 6},
+        confidence_threshold=0.3,
+        tree_overrides={"tree_total_tokens": 6, "tree_confidence_threshold": 0.2},
         draft_step_repetitions=0,
     )
     summary = json.loads(json.dumps(result.summary()))
@@ -141,7 +143,12 @@ def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
         assert sum(int(size) * count for size, count in numbers["tau_histogram"].items()) == TURNS * MAX_NEW_TOKENS
     assert summary[TREE]["tau"] > 1.1
     assert summary["settings"]["tree_total_tokens"] == 6
-    assert drafter.generation_config.tree_total_tokens == drafter.config.tree_total_tokens  # restored
+    assert summary["settings"]["tree_confidence_threshold"] == 0.2
+    assert summary["settings"]["confidence_threshold"] == 0.3
+    config = drafter.generation_config  # restored
+    assert config.tree_total_tokens == drafter.config.tree_total_tokens
+    assert config.tree_confidence_threshold == drafter.config.tree_confidence_threshold
+    assert config.assistant_confidence_threshold == drafter.config.draft_confidence_threshold
     assert "tree" in format_table(result)
     write_report(result, tmp_path / "report")
     with pytest.raises(ValueError, match="decoding"):

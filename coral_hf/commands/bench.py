@@ -64,6 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="Draft tokens per round (overrides the drafter generation_config.num_assistant_tokens).",
     )
+    models.add_argument(
+        "--confidence-threshold",
+        type=float,
+        metavar="P",
+        help="Chain: stop a round's drafting once the drafter's probability of its token is below P (overrides "
+        "generation_config.assistant_confidence_threshold; 0 drafts every round to the draft length).",
+    )
     models.add_argument("--device", default="cpu", help="Device of target and drafter (default: cpu).")
     models.add_argument(
         "--dtype",
@@ -191,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             return fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.confidence_threshold is not None and not 0 <= args.confidence_threshold <= 1:
+        return fail(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
     if args.tree_confidence_threshold is not None and not 0 <= args.tree_confidence_threshold <= 1:
         return fail(f"--tree-confidence-threshold must be in [0, 1], got {args.tree_confidence_threshold}")
     if args.temperature < 0:
@@ -241,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         if args.hybrid_tokens is not None
         else (args.draft_length or drafter.generation_config.num_assistant_tokens),
         draft_length=args.draft_length,
+        confidence_threshold=args.confidence_threshold,
         copy_only_after=args.copy_only_after,
         decoding=("chain", "tree") if "tree" in args.decoding else ("chain",),
         tree_overrides={name: getattr(args, name) for name in TREE_SETTINGS if getattr(args, name) is not None},

@@ -451,6 +451,7 @@ def run_bench(
     prompt_lookup_tokens: int | None = 10,
     hybrid_tokens: int | None = None,
     draft_length: int | None = None,
+    confidence_threshold: float | None = None,
     copy_only_after: int | None = None,
     decoding: Sequence[str] = ("chain",),
     tree_overrides: Mapping[str, float] | None = None,
@@ -477,6 +478,8 @@ def run_bench(
             `drafter.generation_config.prompt_lookup_num_tokens`); `None` skips it. The `drafter` mode always runs
             the drafter alone.
         draft_length: draft tokens per round, overriding `drafter.generation_config.num_assistant_tokens` for the run.
+        confidence_threshold: the chain's `assistant_confidence_threshold` (stop drafting below it), overriding the
+            drafter's for the run.
         copy_only_after: the hybrid modes' `copy_only_after` (see `CoralConfig`), overriding the drafter's for the run.
         decoding: `("chain",)` runs the chain modes; with `"tree"` the drafter also decodes with its dynamic tree
             (the `tree` mode, and `tree_hybrid` with a prompt-lookup branch when `hybrid_tokens` is set), side by
@@ -507,11 +510,14 @@ def run_bench(
     machine = machine_info(device)
     drafter_config = drafter.generation_config
     original_draft_length = drafter_config.num_assistant_tokens
+    original_threshold = drafter_config.assistant_confidence_threshold
     original_lookup_tokens = getattr(drafter_config, "prompt_lookup_num_tokens", None)
     original_tree = {name: getattr(drafter_config, name, None) for name in TREE_SETTINGS}
     original_copy_only_after = getattr(drafter_config, "copy_only_after", None)
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
+    if confidence_threshold is not None:
+        drafter_config.assistant_confidence_threshold = float(confidence_threshold)
     if copy_only_after is not None:
         drafter_config.copy_only_after = int(copy_only_after)
     for name, value in (tree_overrides or {}).items():
@@ -598,6 +604,7 @@ def run_bench(
         draft_timing = time_draft_step(drafter, repetitions=draft_step_repetitions) if draft_step_repetitions else None
     finally:
         drafter_config.num_assistant_tokens = original_draft_length
+        drafter_config.assistant_confidence_threshold = original_threshold
         drafter_config.prompt_lookup_num_tokens = original_lookup_tokens
         drafter_config.copy_only_after = original_copy_only_after
         for name, value in original_tree.items():
