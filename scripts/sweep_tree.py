@@ -27,7 +27,6 @@ import torch
 import coral_hf
 from coral_hf.eval.bench import RoundRecorder, first_divergence, machine_info
 from coral_hf.eval.prompts import load_prompts
-from coral_hf.tree_decoding import TREE_SETTINGS
 
 DEFAULT_SETTINGS = ("8,4,2", "16,5,4", "24,6,4", "32,6,8", "48,7,8", "64,8,10")
 
@@ -37,9 +36,13 @@ def _parse_setting(text: str) -> dict[str, float]:
     parts = text.split(",")
     if len(parts) not in (3, 4):
         raise SystemExit(f"error: tree setting {text!r} is not TOTAL,DEPTH,TOP_K[,THRESHOLD]")
-    setting: dict[str, float] = dict(zip(TREE_SETTINGS[:3], (int(part) for part in parts[:3]), strict=True))
-    setting["tree_confidence_threshold"] = float(parts[3]) if len(parts) == 4 else 0.0
-    return setting
+    total, depth, top_k = (int(part) for part in parts[:3])
+    return {
+        "tree_total_tokens": total,
+        "tree_depth": depth,
+        "tree_top_k": top_k,
+        "tree_confidence_threshold": float(parts[3]) if len(parts) == 4 else 0.0,
+    }
 
 
 def main() -> None:
