@@ -71,11 +71,11 @@ class CoralConfig(PreTrainedConfig):
             Stop drafting early when the drafter's probability of its own token falls below this value (0 disables);
             written to `generation_config.assistant_confidence_threshold`.
         prompt_lookup_tokens (`int`, *optional*):
-            Hybrid proposals: when set, a chain round copies up to this many tokens (capped by the draft length)
-            from the context where its last tokens occurred before (prompt lookup) and the copy is the likelier
-            candidate (see `coral_hf.generation.CoralCandidateGenerator`), and drafts otherwise; tree decoding adds
-            the copy (up to this many tokens, not capped by the tree depth) as one more branch. Written to
-            `generation_config.prompt_lookup_num_tokens`. `None` disables copying.
+            Hybrid proposals: when set, a chain round copies up to this many tokens (more than the draft length
+            allowed: copies cost no drafter work) from the context where its last tokens occurred before (prompt
+            lookup) and the copy is the likelier candidate (see `coral_hf.generation.CoralCandidateGenerator`), and
+            drafts otherwise; tree decoding adds the copy (up to this many tokens, not capped by the tree depth) as
+            one more branch. Written to `generation_config.prompt_lookup_num_tokens`. `None` disables copying.
         copy_confidence (`float`, defaults to 0.0):
             Hybrid proposals: also copy when the drafter's probability of its own top-1 is below this value (0: copy
             only when the copy starts with the drafter's top-1). Written to `generation_config.copy_confidence`.

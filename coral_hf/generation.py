@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 class CoralCandidateGenerator(CandidateGenerator):
-    """Drafts up to `max_new_tokens` tokens per round with a [`CoralDrafter`] and returns their logits.
+    """Drafts up to `max_new_tokens` tokens per round with a [`CoralDrafter`] (or copies up to
+    `prompt_lookup_num_tokens`) and returns their logits.
 
     Each round the drafter first catches up on the positions the target has verified since the last round, using
     the target's real features (read by the drafter's [`TargetFeatureRecorder`]), then drafts autoregressively
@@ -83,6 +84,10 @@ class CoralCandidateGenerator(CandidateGenerator):
         """Return `input_ids` extended by the draft and the `[1, draft_length, vocab]` logits it was drawn from."""
         num_tokens = self.num_draft_tokens if max_new_tokens is None else min(self.num_draft_tokens, max_new_tokens)
         num_tokens = max(num_tokens, 1)
+        # A copy costs no drafter work, so it may be longer than the draft length: up to `prompt_lookup_num_tokens`.
+        # transformers asks for fewer tokens than the draft length only at the end of the length budget, which then
+        # caps the copy too; otherwise it crops whatever the target accepts past its `max_length` or an EOS.
+        copy_tokens = min(self.lookup_tokens, num_tokens) if num_tokens < self.num_draft_tokens else self.lookup_tokens
         self.rounds += 1
         features = self.recorder.features
         if features is None and self.rounds > 1:
@@ -102,7 +107,7 @@ class CoralCandidateGenerator(CandidateGenerator):
         accepted_copy = self.copy_end is not None and input_ids.shape[1] > self.copy_end
         self.copy_streak = self.copy_streak + 1 if accepted_copy else 0
         self.copy_end = None
-        sequence, logits = self._draft(input_ids, num_tokens)
+        sequence, logits = self._draft(input_ids, num_tokens, copy_tokens)
         self.drafted += logits.shape[1]
         return sequence, logits
 
@@ -117,16 +122,18 @@ class CoralCandidateGenerator(CandidateGenerator):
         return torch.cat([input_ids, token], dim=1), self._one_hot_logits(token)
 
     def _copied(self, input_ids: torch.LongTensor, copy: torch.LongTensor) -> tuple[torch.LongTensor, torch.Tensor]:
-        copy = copy[: self.lookup_tokens].unsqueeze(0)
+        copy = copy.unsqueeze(0)
         self.copied_rounds += 1  # the drafter's cache holds verified positions only: nothing to roll back
         sequence = torch.cat([input_ids, copy], dim=1)
         self.copy_end = sequence.shape[1]
         return sequence, self._one_hot_logits(copy)
 
-    def _draft(self, input_ids: torch.LongTensor, num_tokens: int) -> tuple[torch.LongTensor, torch.FloatTensor]:
+    def _draft(
+        self, input_ids: torch.LongTensor, num_tokens: int, copy_tokens: int
+    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
         offset = self.recorder.offset
         verified = input_ids.shape[1] - 1  # positions 0..n-2 have target features
-        copy = lookup_continuation(input_ids[0], self.lookup_ngram, num_tokens) if self.lookup_tokens else None
+        copy = lookup_continuation(input_ids[0], self.lookup_ngram, copy_tokens) if self.lookup_tokens else None
         if copy is not None and 0 < self.copy_only_after <= self.copy_streak:
             self.copy_only_rounds += 1  # a streak of accepted copies: no drafter forward this round
             return self._copied(input_ids, copy)

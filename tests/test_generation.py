@@ -215,6 +215,25 @@ def test_hybrid_greedy_identical(family, copy_confidence):
         assert copied > 0
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hybrid_copies_run_past_the_draft_length_and_stay_lossless(family):
+    """A copy costs no drafter work, so it runs to `prompt_lookup_tokens`, not to the draft length; outputs cut by
+    `max_new_tokens` or by an EOS inside a copy still equal plain greedy."""
+    target = make_tiny_target(family)
+    drafter = CoralDrafter.from_target(target, draft_length=2, prompt_lookup_tokens=8, copy_confidence=1.0)
+    drafted = rounds = 0
+    for seed in range(6):
+        prompt = _repetitive_prompt(seed, target.config.vocab_size)
+        for max_new_tokens, eos in ((5, None), (23, None), (40, int(prompt[0, 3]))):
+            kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos)
+            plain = target.generate(prompt, **kwargs)
+            assisted = target.generate(prompt, **kwargs, assistant_model=drafter)
+            assert torch.equal(plain, assisted), f"seed {seed}, max_new_tokens {max_new_tokens}, eos {eos}"
+            drafted += drafter.last_generation_stats["drafted"]
+            rounds += drafter.last_generation_stats["rounds"]
+    assert drafted > 2 * rounds  # rounds proposed more tokens than the draft length: copies longer than 2
+
+
 def test_hybrid_sampling_matches_target_distribution():
     """Chi-square test of the 2nd generated token with copied (one-hot q) proposals; p < 1e-3 fails."""
     target = make_tiny_target("llama", seed=2, vocab_size=24)
