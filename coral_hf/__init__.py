@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel
 from .configuration_coral import CoralConfig
 from .loading import load_drafter
 from .modeling_coral import CoralDrafter, CoralDrafterOutput
+from .packed_linear import pack_linear_weights, unpack_linear_weights
 from .target_utils import CoralTargetMismatchError, check_compatible, target_fingerprint
 from .targets import DEFAULT_TARGET, load_target
 from .tree_decoding import tree_generate
@@ -29,6 +30,8 @@ __all__ = [
     "check_compatible",
     "load_drafter",
     "load_target",
+    "pack_linear_weights",
     "target_fingerprint",
     "tree_generate",
+    "unpack_linear_weights",
 ]

@@ -26,6 +26,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration_coral import GROUP_STRATEGIES, CoralConfig
+from .packed_linear import PackedLinear, pack_weight, packed_linear
 
 # ---------------------------------------------------------------------------------------------- vocabulary groups
 
@@ -212,6 +213,7 @@ class _BoundHead:
     shortlist: torch.LongTensor
     shortlist_weight: torch.Tensor
     shortlist_bias: torch.Tensor | None
+    shortlist_packed: torch.Tensor | None  # oneDNN-packed shortlist rows, where the target's head is packed
 
 
 class GroupedLMHead(nn.Module):
@@ -262,7 +264,8 @@ class GroupedLMHead(nn.Module):
         return probs.new_zeros(*probs.shape[:-1], self.num_groups).scatter_add_(-1, index, probs)
 
     def bind(self, lm_head: nn.Module) -> _BoundHead:
-        """Make (or reuse) the permuted copy of `lm_head`'s weight; called on attach and before each use."""
+        """Make (or reuse) the permuted copy of `lm_head`'s weight; called on attach and before each use. Where the
+        target's head has a oneDNN-packed weight (`coral_hf.pack_linear_weights`), the shortlist rows get one too."""
         weight = lm_head.weight.detach()
         bias = lm_head.bias.detach() if getattr(lm_head, "bias", None) is not None else None
         key = tuple(
@@ -270,11 +273,14 @@ class GroupedLMHead(nn.Module):
             for tensor in (weight, bias, self.permutation, self.shortlist)
             if tensor is not None
         )
+        packed = isinstance(lm_head, PackedLinear)
+        key = (*key, packed)
         if self._bound is not None and self._bound.key == key:
             return self._bound
         permutation = self.permutation.to(weight.device)
         shortlist = self.shortlist.to(weight.device)
         identity = torch.equal(permutation, torch.arange(self.vocab_size, device=weight.device))
+        shortlist_weight = weight[shortlist].contiguous()
         self._bound = _BoundHead(
             key=key,
             weight=weight if identity else weight[permutation].contiguous(),
@@ -282,8 +288,9 @@ class GroupedLMHead(nn.Module):
             permutation=permutation,
             group_of_token=self.group_of_token().to(weight.device),
             shortlist=shortlist,
-            shortlist_weight=weight[shortlist].contiguous(),
+            shortlist_weight=shortlist_weight,
             shortlist_bias=None if bias is None else bias[shortlist].contiguous(),
+            shortlist_packed=pack_weight(shortlist_weight) if packed else None,
         )
         return self._bound
 
@@ -296,7 +303,7 @@ class GroupedLMHead(nn.Module):
         `shortlist[j]`: the draft vocabulary that training with `logit_vocab="shortlist"` works on."""
         bound = self.bind(lm_head)
         features = hidden_states.to(bound.weight.dtype)
-        return nn.functional.linear(features, bound.shortlist_weight, bound.shortlist_bias)
+        return packed_linear(features, bound.shortlist_weight, bound.shortlist_packed, bound.shortlist_bias)
 
     def shortlist_logits(self, hidden_states: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
         """Full-vocabulary float32 logits: the LM head on the shortlist's rows, `-inf` elsewhere."""

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .packed_linear import pack_linear_weights, packed_linear_available
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
@@ -118,11 +120,29 @@ def resolve_dtype(dtype: torch.dtype | str, device: str | torch.device | None = 
     return resolved, "as requested"
 
 
+def resolve_pack_weights(pack_weights: bool | str, device: str | torch.device | None = None) -> tuple[bool, str]:
+    """`"auto"`: pack linear weights on CPU where PyTorch can (`packed_linear_available`), with the reason; `True` /
+    `False` as given."""
+    if pack_weights == "auto":
+        if torch.device(device or "cpu").type != "cpu":
+            return False, "auto: not on CPU"
+        available, reason = packed_linear_available()
+        return available, f"auto: {reason}"
+    if not isinstance(pack_weights, bool):
+        raise ValueError(f"pack_weights must be True, False or 'auto', got {pack_weights!r}")
+    if pack_weights:
+        available, reason = packed_linear_available()
+        if not available:
+            raise RuntimeError(f"cannot pack linear weights: {reason}")
+    return pack_weights, "as requested"
+
+
 def load_target(
     name_or_path: str = DEFAULT_TARGET,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = None,
     revision: str | None = None,
+    pack_weights: bool | str = False,
     **kwargs,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a target causal LM and its tokenizer, in eval mode.
@@ -133,6 +153,9 @@ def load_target(
             device has native bf16 (see `native_bf16`), float32 otherwise.
         device: where to put the model (default: CPU).
         revision: Hub revision for Hub ids.
+        pack_weights: give the linear layers oneDNN-packed weights (`coral_hf.pack_linear_weights`), which makes
+            forwards over several new tokens (speculative verification) cheap on CPU; `"auto"` packs on CPU where
+            this PyTorch build can.
         kwargs: passed to `AutoModelForCausalLM.from_pretrained`.
     """
     if name_or_path.lower() in _EMBEDDED_ALIASES and not Path(name_or_path).exists():
@@ -142,6 +165,7 @@ def load_target(
         check_model_source(name_or_path, "target")
         path = name_or_path
     dtype, _ = resolve_dtype(dtype, device)
+    pack, _ = resolve_pack_weights(pack_weights, device)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision, **kwargs)
     if path != name_or_path:
@@ -149,4 +173,6 @@ def load_target(
     if device is not None:
         model.to(device)
     model.eval()
+    if pack:
+        pack_linear_weights(model)
     return model, tokenizer

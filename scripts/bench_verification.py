@@ -2,6 +2,7 @@
 
     python scripts/bench_verification.py --threads 2 --json docs/bench/verification.json
     python scripts/bench_verification.py --threads 2 --tree --sizes 1 4 8 16 24 32 48 64   # tree decoding's forward
+    python scripts/bench_verification.py --threads 2 --weights stock packed   # MKL vs oneDNN-packed linear weights
 
 This is what decides the best draft length (and whether bf16 pays) on a CPU: speculation gains tau tokens per target
 forward, but a forward over k + 1 tokens costs more than one over 1 token. Each measurement is the median of
@@ -11,6 +12,7 @@ interleaved repetitions (every k in turn) on the embedded SmolLM2 target with a 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -41,16 +43,22 @@ def _tree_inputs(size: int, context: int, dtype: torch.dtype) -> dict[str, torch
 
 @torch.no_grad()
 def verification_costs(
-    target, context: int, sizes: list[int], repetitions: int, tree: bool = False
-) -> dict[int, float]:
-    """Median ms of a forward over `size` new tokens after a `context`-token cache, for each size, interleaved.
+    target, context: int, sizes: list[int], repetitions: int, tree: bool = False, weights: tuple[str, ...] = ("stock",)
+) -> dict[str, dict[int, float]]:
+    """Median ms of a forward over `size` new tokens after a `context`-token cache, per weight layout and size.
 
-    With `tree`, the new tokens form a draft tree (4D mask, per-node positions), as `coral_hf.tree_generate` sends.
+    Sizes and weight layouts (`stock`: PyTorch's default kernels; `packed`: `coral_hf.pack_linear_weights`) are
+    interleaved within each repetition. With `tree`, the new tokens form a draft tree (4D mask, per-node positions),
+    as `coral_hf.tree_generate` sends.
     """
     prompt = torch.randint(100, 20000, (1, context), generator=torch.Generator().manual_seed(0))
-    timings: dict[int, list[float]] = {size: [] for size in sizes}
+    timings = {layout: {size: [] for size in sizes} for layout in weights}
     for repetition in range(repetitions + 1):
-        for size in sizes:
+        for layout, size in itertools.product(weights, sizes):
+            if layout == "packed":
+                coral_hf.pack_linear_weights(target)
+            else:
+                coral_hf.unpack_linear_weights(target)
             cache = DynamicCache()
             target(input_ids=prompt, past_key_values=cache, use_cache=True)
             new = torch.randint(100, 20000, (1, size))
@@ -58,8 +66,11 @@ def verification_costs(
             start = time.perf_counter()
             target(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=size, **extra)
             if repetition:  # the first pass is warm-up
-                timings[size].append((time.perf_counter() - start) * 1000)
-    return {size: statistics.median(values) for size, values in timings.items()}
+                timings[layout][size].append((time.perf_counter() - start) * 1000)
+    return {
+        layout: {size: statistics.median(values) for size, values in by_size.items()}
+        for layout, by_size in timings.items()
+    }
 
 
 def main() -> None:
@@ -70,6 +81,13 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=10)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--tree", action="store_true", help="Tree-shaped new tokens (4D mask), as tree decoding.")
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        choices=("stock", "packed"),
+        default=["stock"],
+        help="Linear weight layouts to compare (packed: coral_hf.pack_linear_weights, oneDNN).",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -77,12 +95,16 @@ def main() -> None:
     report = {"context": args.context, "tree": args.tree, "machine": machine_info(torch.device("cpu")), "dtypes": {}}
     for dtype in args.dtypes:
         target, _ = coral_hf.load_target("smollm2-135m-instruct", dtype=getattr(torch, dtype))
-        costs = verification_costs(target, args.context, args.sizes, args.repetitions, tree=args.tree)
-        report["dtypes"][dtype] = {
-            "ms": {size: round(ms, 2) for size, ms in costs.items()},
-            "relative": {size: round(ms / costs[1], 3) for size, ms in costs.items()},
-        }
-        print(dtype, report["dtypes"][dtype])
+        by_layout = verification_costs(
+            target, args.context, args.sizes, args.repetitions, tree=args.tree, weights=tuple(args.weights)
+        )
+        for layout, costs in by_layout.items():
+            key = dtype if layout == "stock" else f"{dtype}+{layout}"
+            report["dtypes"][key] = {
+                "ms": {size: round(ms, 2) for size, ms in costs.items()},
+                "relative": {size: round(ms / costs[1], 3) for size, ms in costs.items()},
+            }
+            print(key, report["dtypes"][key])
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
 

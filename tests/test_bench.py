@@ -23,6 +23,7 @@ from coral_hf.eval.bench import (
 )
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
+from coral_hf.packed_linear import packed_linear_available
 
 from .testing_utils import make_chat_tokenizer, make_tiny_target, train_tiny_drafter
 
@@ -214,13 +215,17 @@ def test_cli_end_to_end(pair, tokenizer, question_file, tmp_path, capsys):
     summary = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
     assert summary["identical"] == summary["compared"] == summary["hybrid"]["identical"] == TURNS
     assert summary["settings"]["prompt_lookup_tokens"] == 3 and not summary["settings"]["drafter_is_random"]
+    packed = "yes" if packed_linear_available()[0] else "no"  # the CPU default: oneDNN-packed weights where possible
+    assert summary["settings"]["packed_weights"].startswith(f"{packed} (auto:")
     assert (tmp_path / "report" / "report.md").is_file()
 
     argv = [*common, "--drafter", "random", "--no-prompt-lookup", "--limit", "1", "--categories", "coding"]
+    argv += ["--pack-weights", "off"]
     assert _run_cli([*argv, "--draft-length", "3", "--json", str(tmp_path / "random.json")]) == 0
     assert "UNTRAINED" in capsys.readouterr().out
     summary = json.loads((tmp_path / "random.json").read_text(encoding="utf-8"))
     assert summary["settings"]["drafter_is_random"] and summary["draft_length"] == 3
+    assert summary["settings"]["packed_weights"] == "no (as requested)"
     assert summary["compared"] == 1 and list(summary["categories"]) == ["coding"]
 
     assert _run_cli([*common, "--drafter", "random", "--drafter-head", "router"]) == 2

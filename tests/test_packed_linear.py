@@ -1,0 +1,100 @@
+"""oneDNN-packed linear weights: the same function as nn.Linear, for inference only, and lossless decoding on top."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from coral_hf import CoralDrafter, pack_linear_weights, tree_generate, unpack_linear_weights
+from coral_hf.packed_linear import PackedLinear, packed_linear_available
+from coral_hf.targets import resolve_pack_weights
+
+from .testing_utils import FAMILIES, make_tiny_target
+
+pytestmark = pytest.mark.skipif(not packed_linear_available()[0], reason=packed_linear_available()[1])
+
+
+def _linear_pair(dtype: torch.dtype, bias: bool) -> tuple[nn.Linear, nn.Linear]:
+    torch.manual_seed(0)
+    packed = nn.Linear(40, 24, bias=bias).to(dtype)
+    plain = nn.Linear(40, 24, bias=bias).to(dtype)
+    plain.load_state_dict(packed.state_dict())
+    assert pack_linear_weights(packed) == 1
+    return packed, plain
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_linear_computes_what_nn_linear_computes(dtype, bias):
+    packed, plain = _linear_pair(dtype, bias)
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0, "rtol": 0}
+    with torch.no_grad():
+        for shape in [(1, 40), (3, 40), (2, 7, 40), (2, 3, 4, 40)]:
+            x = torch.randn(*shape, dtype=dtype)
+            torch.testing.assert_close(packed(x), plain(x), **tolerance)
+        strided = torch.randn(40, 5, dtype=dtype).t()  # a non-contiguous input
+        torch.testing.assert_close(packed(strided), plain(strided), **tolerance)
+
+
+def test_packing_keeps_parameters_state_dict_and_gradients():
+    packed, plain = _linear_pair(torch.float32, bias=True)
+    weight = packed.weight
+    assert isinstance(packed, PackedLinear) and packed.weight is weight
+    assert list(packed.state_dict()) == ["weight", "bias"]
+    x = torch.randn(3, 40)
+    packed(x).sum().backward()  # autograd: the packed path is skipped, gradients are nn.Linear's
+    plain(x).sum().backward()
+    torch.testing.assert_close(packed.weight.grad, plain.weight.grad)
+    assert unpack_linear_weights(packed) == 1
+    assert type(packed) is nn.Linear and packed.weight is weight and not hasattr(packed, "_packed_weight")
+
+
+def test_a_weight_changed_after_packing_is_used():
+    packed, plain = _linear_pair(torch.float32, bias=False)
+    x = torch.randn(4, 40)
+    with torch.no_grad():
+        packed(x)
+        packed.weight.mul_(-2.0)  # in place, as an optimizer step or load_state_dict would
+        plain.weight.mul_(-2.0)
+        torch.testing.assert_close(packed(x), plain(x))
+    packed.load_state_dict(nn.Linear(40, 24, bias=False).state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), nn.functional.linear(x, packed.weight))
+
+
+def test_packing_a_target_keeps_tied_weights_and_logits():
+    target = make_tiny_target("llama", tie_word_embeddings=True)
+    ids = torch.randint(1, target.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = target(ids).logits
+        assert pack_linear_weights(target) == len([m for m in target.modules() if isinstance(m, nn.Linear)])
+        after = target(ids).logits
+    assert target.get_output_embeddings().weight is target.get_input_embeddings().weight
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    assert pack_linear_weights(target) == 0  # idempotent
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_stays_identical_with_packed_target_and_drafter(family):
+    target = make_tiny_target(family)
+    drafter = CoralDrafter.from_target(target, draft_length=4)
+    pack_linear_weights(target)
+    pack_linear_weights(drafter)
+    drafter.generation_config.prompt_lookup_num_tokens = 6
+    for seed in range(3):
+        prompt = torch.randint(1, 40, (1, 6), generator=torch.Generator().manual_seed(seed)).repeat(1, 2)
+        plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
+        chain = target.generate(prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter)
+        tree = target.generate(
+            prompt, max_new_tokens=20, do_sample=False, custom_generate=tree_generate, drafter=drafter
+        )
+        assert torch.equal(chain, plain) and torch.equal(tree, plain), f"seed {seed}"
+
+
+def test_pack_weights_option_is_checked():
+    assert resolve_pack_weights(False) == (False, "as requested")
+    assert resolve_pack_weights("auto", "cpu")[0] is True
+    assert resolve_pack_weights("auto", "meta") == (False, "auto: not on CPU")
+    with pytest.raises(ValueError, match="pack_weights must be True, False or 'auto'"):
+        resolve_pack_weights("yes")
