@@ -55,7 +55,11 @@ def _packed_applies(input: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def _weight_state(weight: torch.Tensor) -> tuple[int, int, torch.dtype]:
     """What changes when a weight is replaced or updated in place (`load_state_dict`, `.to()`, an optimizer step)."""
-    return weight.data_ptr(), weight._version, weight.dtype
+    try:
+        version = weight._version
+    except RuntimeError:  # an inference tensor (made under torch.inference_mode) has no version counter
+        version = -1
+    return weight.data_ptr(), version, weight.dtype
 
 
 class PackedLinear(nn.Linear):

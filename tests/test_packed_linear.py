@@ -50,6 +50,13 @@ def test_packing_keeps_parameters_state_dict_and_gradients():
     assert type(packed) is nn.Linear and packed.weight is weight and not hasattr(packed, "_packed_weight")
 
 
+def test_packed_linear_made_and_run_under_inference_mode():
+    with torch.inference_mode():
+        packed, plain = _linear_pair(torch.float32, bias=True)
+        x = torch.randn(3, 40)
+        torch.testing.assert_close(packed(x), plain(x))
+
+
 def test_a_weight_changed_after_packing_is_used():
     packed, plain = _linear_pair(torch.float32, bias=False)
     x = torch.randn(4, 40)

@@ -85,11 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if pack:
         pack_linear_weights(drafter)
     lookup = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
-    proposals = (
-        f"drafter + prompt-lookup copies (up to {lookup} tokens)"
-        if lookup
-        else "drafter alone"
-    )
+    proposals = f"drafter + prompt-lookup copies (up to {lookup} tokens)" if lookup else "drafter alone"
     print(
         f"target: {args.target}   {label}   draft length {drafter.generation_config.num_assistant_tokens}   "
         f"proposals: {proposals}   dtype {str(dtype).removeprefix('torch.')} ({reason})   "
