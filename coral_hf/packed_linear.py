@@ -14,10 +14,20 @@ document as public API: `packed_linear_available()` probes them, and packing is 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 _PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@functools.cache
+def _packable_dtype(dtype: torch.dtype) -> bool:
+    """float32 always; bfloat16 where oneDNN supports it on this CPU (it needs AVX-512 or newer)."""
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dtype in _PACKABLE_DTYPES
 
 
 def packed_linear_available() -> tuple[bool, str]:
@@ -48,7 +58,7 @@ def packed_linear(
 def _packed_applies(input: torch.Tensor, weight: torch.Tensor) -> bool:
     if input.device.type != "cpu" or weight.device.type != "cpu" or input.dtype != weight.dtype:
         return False
-    if weight.dtype not in _PACKABLE_DTYPES or input.dim() < 2:
+    if not _packable_dtype(weight.dtype) or input.dim() < 2:
         return False
     return not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))
 
@@ -83,7 +93,8 @@ class PackedLinear(nn.Linear):
 
 
 def pack_linear_weights(model: nn.Module) -> int:
-    """Give every float32 / bfloat16 CPU `nn.Linear` in `model` a oneDNN-packed weight; returns how many.
+    """Give every float32 / bfloat16 CPU `nn.Linear` in `model` a oneDNN-packed weight; returns how many (bfloat16
+    layers only where oneDNN supports bf16 on this CPU).
 
     For inference: forwards under `torch.no_grad()` (as `generate` runs) use the packed weight, anything that needs
     gradients uses `F.linear` as before. Idempotent; `unpack_linear_weights` undoes it. Raises `RuntimeError` where
@@ -94,11 +105,7 @@ def pack_linear_weights(model: nn.Module) -> int:
         raise RuntimeError(f"cannot pack linear weights: {reason}")
     packed = 0
     for module in model.modules():
-        if (
-            type(module) is nn.Linear
-            and module.weight.device.type == "cpu"
-            and module.weight.dtype in _PACKABLE_DTYPES
-        ):
+        if type(module) is nn.Linear and module.weight.device.type == "cpu" and _packable_dtype(module.weight.dtype):
             module.__class__ = PackedLinear
             module._pack()
             packed += 1
