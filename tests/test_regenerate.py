@@ -62,6 +62,19 @@ def test_regenerate_batches_by_prompt_length_and_skips_long_prompts(tmp_path, ca
     assert sorted(json.loads(line)["id"] for line in capped.read_text().splitlines()) == [1, 2]
 
 
+def test_regenerate_min_turns_keeps_multi_turn_conversations_with_their_ids(tmp_path, caplog):
+    tokenizer = make_chat_tokenizer(["hello there how are you", "be brief and now the weather today"])
+    target = make_tiny_target("llama", vocab_size=len(tokenizer))
+    output = tmp_path / "turns.jsonl"
+    with caplog.at_level("WARNING"):
+        written = regenerate_conversations(
+            target, tokenizer, CONVERSATIONS, output, batch_size=2, max_new_tokens=3, max_turns=2, min_turns=2
+        )
+    assert written == 1 and "skipping 2 conversations with fewer than 2 user turns" in caplog.text
+    (record,) = [json.loads(line) for line in output.read_text().splitlines()]
+    assert record["id"] == 1 and [m["role"] for m in record["messages"]].count("assistant") == 2
+
+
 def test_cli_refuses_bad_batch_size(tmp_path, capsys):
     assert main(["regenerate", "--output", str(tmp_path / "x.jsonl"), "--batch-size", "0"]) == 2
     assert "--batch-size" in capsys.readouterr().err

@@ -36,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="Skip conversations whose first prompt is longer than N tokens (default: keep all).",
     )
+    parser.add_argument(
+        "--min-turns",
+        type=int,
+        help="Skip conversations with fewer user turns (e.g. 2 with --max-turns 2: add second turns only).",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="Conversations per generate call (default 16).")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="Tokens per answer (default 256).")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampled.")
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         max_turns=args.max_turns,
         max_prompt_tokens=args.max_prompt_tokens,
+        min_turns=args.min_turns,
         seed=args.seed,
         progress=not args.no_progress,
     )

@@ -103,6 +103,7 @@ def regenerate_conversations(
     top_p: float = 1.0,
     max_turns: int | None = None,
     max_prompt_tokens: int | None = None,
+    min_turns: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> int:
@@ -113,10 +114,13 @@ def regenerate_conversations(
     Batches are formed from conversations of similar first-prompt length: a left-padded batch costs what its longest
     prompt costs, and chat datasets mix 20-token and 5,000-token questions. `max_prompt_tokens` skips (and logs)
     conversations whose first prompt is longer; a drafter trained at a shorter `max_length` would not see their
-    answers anyway.
+    answers anyway. `min_turns` skips (and logs) conversations with fewer user turns, e.g. to add later turns to a
+    first-turn set without answering the single-turn conversations again (ids stay the conversations' indices).
     """
     if max_prompt_tokens is not None and max_prompt_tokens < 1:
         raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
+    if min_turns is not None and min_turns < 1:
+        raise ValueError(f"min_turns must be >= 1, got {min_turns}")
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     skip = done_ids(path)
@@ -127,7 +131,14 @@ def regenerate_conversations(
         logger.warning(
             "skipping %d conversations whose first prompt exceeds %d tokens", len(too_long), max_prompt_tokens
         )
-    todo = sorted(set(todo) - set(too_long), key=lambda i: (lengths[i], i))
+    too_short = [
+        i
+        for i in todo
+        if min_turns is not None and sum(message["role"] == "user" for message in conversations[i]) < min_turns
+    ]
+    if too_short:
+        logger.warning("skipping %d conversations with fewer than %d user turns", len(too_short), min_turns)
+    todo = sorted(set(todo) - set(too_long) - set(too_short), key=lambda i: (lengths[i], i))
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
