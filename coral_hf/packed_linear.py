@@ -76,7 +76,10 @@ class PackedLinear(nn.Linear):
     """An `nn.Linear` that keeps a oneDNN-packed copy of its weight for inference on CPU.
 
     Made by `pack_linear_weights` from an existing `nn.Linear` (same parameters, same `state_dict`); turned back by
-    `unpack_linear_weights`. The packed copy costs as much memory as the weight.
+    `unpack_linear_weights`. The packed copy costs as much memory as the weight. A weight replaced or changed in place
+    through the parameter (an optimizer step, `load_state_dict`, `weight.mul_()` under `no_grad`) is re-packed on the
+    next forward; a write through `weight.data` (as PEFT's `merge_adapter` does) is invisible to PyTorch's version
+    counter: call `pack_linear_weights` again after one.
     """
 
     _packed_weight: torch.Tensor
@@ -97,15 +100,18 @@ def pack_linear_weights(model: nn.Module) -> int:
     layers only where oneDNN supports bf16 on this CPU).
 
     For inference: forwards under `torch.no_grad()` (as `generate` runs) use the packed weight, anything that needs
-    gradients uses `F.linear` as before. Idempotent; `unpack_linear_weights` undoes it. Raises `RuntimeError` where
-    this PyTorch build cannot pack (see `packed_linear_available`).
+    gradients uses `F.linear` as before. Calling it again re-packs every layer (needed after writes through
+    `weight.data`, e.g. merging a LoRA adapter); `unpack_linear_weights` undoes it. Raises `RuntimeError` where this
+    PyTorch build cannot pack (see `packed_linear_available`).
     """
     available, reason = packed_linear_available()
     if not available:
         raise RuntimeError(f"cannot pack linear weights: {reason}")
     packed = 0
     for module in model.modules():
-        if type(module) is nn.Linear and module.weight.device.type == "cpu" and _packable_dtype(module.weight.dtype):
+        if type(module) is PackedLinear or (
+            type(module) is nn.Linear and module.weight.device.type == "cpu" and _packable_dtype(module.weight.dtype)
+        ):
             module.__class__ = PackedLinear
             module._pack()
             packed += 1
