@@ -237,6 +237,10 @@ class GroupedLMHead(nn.Module):
         self.register_buffer("shortlist", torch.arange(config.shortlist_size))
         self._bound: _BoundHead | None = None
 
+    def __getstate__(self) -> dict:
+        # The bound copies of the target's head are rebuilt on the next use; a oneDNN-packed one cannot be copied.
+        return {**self.__dict__, "_bound": None}
+
     @torch.no_grad()
     def set_grouping(self, permutation: torch.Tensor, shortlist: torch.Tensor) -> None:
         """Install a vocabulary permutation and a shortlist (token ids), after checking them."""

@@ -89,6 +89,17 @@ class PackedLinear(nn.Linear):
         self._packed_weight = pack_weight(self.weight)
         self._packed_state = _weight_state(self.weight)
 
+    def __getstate__(self) -> dict:
+        # oneDNN's packed tensor has no storage to copy or pickle: copies (`copy.deepcopy`, `pickle`) re-pack instead.
+        state = dict(self.__dict__)
+        state.pop("_packed_weight", None)
+        state.pop("_packed_state", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._pack()
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self._packed_state != _weight_state(self.weight) and _packed_applies(input, self.weight):
             self._pack()  # the weight was replaced or updated in place since it was packed

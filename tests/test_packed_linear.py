@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
@@ -50,6 +53,15 @@ def test_packing_keeps_parameters_state_dict_and_gradients():
     assert type(packed) is nn.Linear and packed.weight is weight and not hasattr(packed, "_packed_weight")
 
 
+def test_packed_linear_can_be_copied_and_pickled():
+    packed, plain = _linear_pair(torch.float32, bias=True)
+    x = torch.randn(3, 40)
+    for copied in (copy.deepcopy(packed), pickle.loads(pickle.dumps(packed))):
+        assert isinstance(copied, PackedLinear) and copied.weight is not packed.weight
+        with torch.no_grad():
+            torch.testing.assert_close(copied(x), plain(x))
+
+
 def test_packed_linear_made_and_run_under_inference_mode():
     with torch.inference_mode():
         packed, plain = _linear_pair(torch.float32, bias=True)
@@ -85,11 +97,13 @@ def test_packing_a_target_keeps_tied_weights_and_logits():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_stays_identical_with_packed_target_and_drafter(family):
     target = make_tiny_target(family)
-    drafter = CoralDrafter.from_target(target, draft_length=4)
+    drafter = CoralDrafter.from_target(target, draft_length=4, num_groups=4, shortlist_size=32, head_mode="shortlist")
     pack_linear_weights(target)
     pack_linear_weights(drafter)
     drafter.generation_config.prompt_lookup_num_tokens = 6
     for seed in range(3):
+        if seed == 2:
+            drafter = copy.deepcopy(drafter).attach(target)  # a copy of a packed drafter decodes the same
         prompt = torch.randint(1, 40, (1, 6), generator=torch.Generator().manual_seed(seed)).repeat(1, 2)
         plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
         chain = target.generate(prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter)
