@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 import coral_hf
+from coral_hf.commands import add_pack_weights_argument, resolve_pack_weights_argument
 from coral_hf.eval.bench import RoundRecorder, first_divergence, machine_info
 from coral_hf.eval.prompts import load_prompts
-from coral_hf.targets import resolve_pack_weights
 
 DEFAULT_SETTINGS = ("8,4,2", "16,5,4", "24,6,4", "32,6,8", "48,7,8", "64,8,10")
 
@@ -59,14 +59,12 @@ def main() -> None:
     parser.add_argument(
         "--prompt-lookup-tokens", type=int, default=0, metavar="N", help="Copy branch length (0: drafter alone)."
     )
-    parser.add_argument(
-        "--pack-weights", default="auto", choices=("auto", "on", "off"), help="As in `coral-hf bench` (default auto)."
-    )
+    add_pack_weights_argument(parser)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pack, pack_reason = resolve_pack_weights({"on": True, "off": False}.get(args.pack_weights, "auto"))
+    pack, packed_label = resolve_pack_weights_argument(args.pack_weights)
     target, tokenizer = coral_hf.load_target(
         "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
     )
@@ -133,7 +131,7 @@ def main() -> None:
         "prompts": len(encoded),
         "max_new_tokens": args.max_new_tokens,
         "prompt_lookup_tokens": args.prompt_lookup_tokens,
-        "packed_weights": f"{'yes' if pack else 'no'} ({pack_reason})",
+        "packed_weights": packed_label,
         "machine": machine_info(torch.device("cpu")),
         "modes": {
             mode: {

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import fail
+from . import add_pack_weights_argument, fail, resolve_pack_weights_argument
 
 _EPILOG = """\
 examples:
@@ -80,14 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bfloat16 where the device has native bf16, e.g. CPU flags amx_bf16 / avx512_bf16). In "
         "bf16, divergences at numerical ties are reported apart from true ones.",
     )
-    models.add_argument(
-        "--pack-weights",
-        default="auto",
-        choices=("auto", "on", "off"),
-        help="oneDNN-packed linear weights for target and drafter (coral_hf.pack_linear_weights), which make a "
-        "forward over several new tokens cost about one token's on CPU; plain generate uses them too (default "
-        "auto: on CPU where PyTorch can).",
-    )
+    add_pack_weights_argument(models)
 
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument(
@@ -222,10 +215,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"no prompts selected from {args.prompts!r}")
 
     from coral_hf.packed_linear import pack_linear_weights
-    from coral_hf.targets import resolve_dtype, resolve_pack_weights
+    from coral_hf.targets import resolve_dtype
 
     dtype, dtype_reason = resolve_dtype(args.dtype, args.device)
-    pack, pack_reason = resolve_pack_weights({"on": True, "off": False}.get(args.pack_weights, "auto"), args.device)
+    pack, packed_label = resolve_pack_weights_argument(args.pack_weights, args.device)
     target, tokenizer = load_target(args.target, dtype=dtype, device=args.device, pack_weights=pack)
     drafter_source = args.drafter or shipped_drafter_path(args.target)
     if drafter_source is None:
@@ -277,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
             "categories": args.categories,
             "limit": args.limit,
             "dtype_choice": f"{str(dtype).removeprefix('torch.')} ({dtype_reason})",
-            "packed_weights": f"{'yes' if pack else 'no'} ({pack_reason})",
+            "packed_weights": packed_label,
         },
     )
     if args.prompts == "followeval":

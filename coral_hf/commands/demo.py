@@ -7,6 +7,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING
 
+from . import add_pack_weights_argument, resolve_pack_weights_argument
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,13 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "costs about as much as one; float32 otherwise). In bf16, a divergence at a numerical tie of the target's "
         "top-2 logits is reported as such, not as a failure.",
     )
-    parser.add_argument(
-        "--pack-weights",
-        default="auto",
-        choices=("auto", "on", "off"),
-        help="oneDNN-packed linear weights for target and drafter (default auto: on CPU where PyTorch can), which "
-        "make verifying several draft tokens cost about as much as one token; plain generate uses them too.",
-    )
+    add_pack_weights_argument(parser)
     parser.add_argument(
         "--decoding",
         default="both",
@@ -69,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from coral_hf.eval.bench import RoundRecorder, first_divergence
     from coral_hf.loading import shipped_drafter_path
     from coral_hf.packed_linear import pack_linear_weights
-    from coral_hf.targets import resolve_dtype, resolve_pack_weights
+    from coral_hf.targets import resolve_dtype
 
     dtype, reason = resolve_dtype(args.dtype)
-    pack, pack_reason = resolve_pack_weights({"on": True, "off": False}.get(args.pack_weights, "auto"))
+    pack, packed_label = resolve_pack_weights_argument(args.pack_weights)
     target, tokenizer = load_target(args.target, dtype=dtype, pack_weights=pack)
     drafter_source = args.drafter or shipped_drafter_path(args.target)
     if drafter_source in (None, "random"):
@@ -89,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"target: {args.target}   {label}   draft length {drafter.generation_config.num_assistant_tokens}   "
         f"proposals: {proposals}   dtype {str(dtype).removeprefix('torch.')} ({reason})   "
-        f"packed weights: {'yes' if pack else 'no'} ({pack_reason})"
+        f"packed weights: {packed_label}"
     )
 
     def timed(inputs: dict, **kwargs) -> tuple[torch.Tensor, float]:
