@@ -19,15 +19,13 @@ import functools
 import torch
 from torch import nn
 
-_PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
-
 
 @functools.cache
 def _packable_dtype(dtype: torch.dtype) -> bool:
     """float32 always; bfloat16 where oneDNN supports it on this CPU (it needs AVX-512 or newer)."""
     if dtype == torch.bfloat16:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return dtype in _PACKABLE_DTYPES
+    return dtype == torch.float32
 
 
 def packed_linear_available() -> tuple[bool, str]:
@@ -38,6 +36,13 @@ def packed_linear_available() -> tuple[bool, str]:
     if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
         return False, f"torch {torch.__version__} lacks torch.ops.mkldnn._linear_pointwise"
     return True, "oneDNN packed weights (torch.ops.mkldnn)"
+
+
+def require_packed_linear() -> None:
+    """Raise `RuntimeError` saying why where this PyTorch build cannot pack linear weights."""
+    available, reason = packed_linear_available()
+    if not available:
+        raise RuntimeError(f"cannot pack linear weights: {reason}")
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -115,9 +120,7 @@ def pack_linear_weights(model: nn.Module) -> int:
     `weight.data`, e.g. merging a LoRA adapter); `unpack_linear_weights` undoes it. Raises `RuntimeError` where this
     PyTorch build cannot pack (see `packed_linear_available`).
     """
-    available, reason = packed_linear_available()
-    if not available:
-        raise RuntimeError(f"cannot pack linear weights: {reason}")
+    require_packed_linear()
     packed = 0
     for module in model.modules():
         if type(module) is PackedLinear or (
@@ -146,5 +149,6 @@ __all__ = [
     "pack_weight",
     "packed_linear",
     "packed_linear_available",
+    "require_packed_linear",
     "unpack_linear_weights",
 ]

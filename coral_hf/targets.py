@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .packed_linear import pack_linear_weights, packed_linear_available
+from .packed_linear import pack_linear_weights, packed_linear_available, require_packed_linear
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +131,7 @@ def resolve_pack_weights(pack_weights: bool | str, device: str | torch.device | 
     if not isinstance(pack_weights, bool):
         raise ValueError(f"pack_weights must be True, False or 'auto', got {pack_weights!r}")
     if pack_weights:
-        available, reason = packed_linear_available()
-        if not available:
-            raise RuntimeError(f"cannot pack linear weights: {reason}")
+        require_packed_linear()  # before loading a model it could not pack
     return pack_weights, "as requested"
 
 
