@@ -12,7 +12,6 @@ interleaved repetitions (every k in turn) on the embedded SmolLM2 target with a 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import time
@@ -54,19 +53,20 @@ def verification_costs(
     prompt = torch.randint(100, 20000, (1, context), generator=torch.Generator().manual_seed(0))
     timings = {layout: {size: [] for size in sizes} for layout in weights}
     for repetition in range(repetitions + 1):
-        for layout, size in itertools.product(weights, sizes):
+        for layout in weights:
             if layout == "packed":
                 coral_hf.pack_linear_weights(target)
             else:
                 coral_hf.unpack_linear_weights(target)
-            cache = DynamicCache()
-            target(input_ids=prompt, past_key_values=cache, use_cache=True)
-            new = torch.randint(100, 20000, (1, size))
-            extra = _tree_inputs(size, context, target.dtype) if tree else {}
-            start = time.perf_counter()
-            target(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=size, **extra)
-            if repetition:  # the first pass is warm-up
-                timings[layout][size].append((time.perf_counter() - start) * 1000)
+            for size in sizes:
+                cache = DynamicCache()
+                target(input_ids=prompt, past_key_values=cache, use_cache=True)
+                new = torch.randint(100, 20000, (1, size))
+                extra = _tree_inputs(size, context, target.dtype) if tree else {}
+                start = time.perf_counter()
+                target(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=size, **extra)
+                if repetition:  # the first pass is warm-up
+                    timings[layout][size].append((time.perf_counter() - start) * 1000)
     return {
         layout: {size: statistics.median(values) for size, values in by_size.items()}
         for layout, by_size in timings.items()
