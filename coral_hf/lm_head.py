@@ -26,7 +26,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration_coral import GROUP_STRATEGIES, CoralConfig
-from .packed_linear import PackedLinear, pack_weight, packed_linear
+from .packed_linear import PackedLinear, pack_weight, packable_dtype, packed_linear
 
 # ---------------------------------------------------------------------------------------------- vocabulary groups
 
@@ -268,19 +268,27 @@ class GroupedLMHead(nn.Module):
         return probs.new_zeros(*probs.shape[:-1], self.num_groups).scatter_add_(-1, index, probs)
 
     def bind(self, lm_head: nn.Module) -> _BoundHead:
-        """Make (or reuse) the permuted copy of `lm_head`'s weight; called on attach and before each use. Where the
-        target's head has a oneDNN-packed weight (`coral_hf.pack_linear_weights`), the shortlist rows get one too."""
+        """Make (or reuse) the permuted copy of `lm_head`'s weight; called on attach and before each use.
+
+        The copies are made in the drafter's dtype (its router's) where that is narrower than the head's, so a
+        bfloat16 drafter on a float32 target reads half the bytes per draft step; otherwise in the head's dtype.
+        Where the target's head has a oneDNN-packed weight (`coral_hf.pack_linear_weights`), the shortlist rows get
+        one too (in bfloat16 only where oneDNN supports it on this CPU)."""
         weight = lm_head.weight.detach()
         bias = lm_head.bias.detach() if getattr(lm_head, "bias", None) is not None else None
+        drafter_dtype = self.router.w2.weight.dtype
+        dtype = drafter_dtype if drafter_dtype.itemsize < weight.dtype.itemsize else weight.dtype
         key = tuple(
             (tensor.data_ptr(), tensor._version, tensor.dtype, tensor.device, tuple(tensor.shape))
             for tensor in (weight, bias, self.permutation, self.shortlist)
             if tensor is not None
         )
         packed = isinstance(lm_head, PackedLinear)
-        key = (*key, packed)
+        key = (*key, dtype, packed)
         if self._bound is not None and self._bound.key == key:
             return self._bound
+        weight = weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
         permutation = self.permutation.to(weight.device)
         shortlist = self.shortlist.to(weight.device)
         identity = torch.equal(permutation, torch.arange(self.vocab_size, device=weight.device))
@@ -294,7 +302,7 @@ class GroupedLMHead(nn.Module):
             shortlist=shortlist,
             shortlist_weight=shortlist_weight,
             shortlist_bias=None if bias is None else bias[shortlist].contiguous(),
-            shortlist_packed=pack_weight(shortlist_weight) if packed else None,
+            shortlist_packed=pack_weight(shortlist_weight) if packed and packable_dtype(dtype) else None,
         )
         return self._bound
 

@@ -21,7 +21,7 @@ from torch import nn
 
 
 @functools.cache
-def _packable_dtype(dtype: torch.dtype) -> bool:
+def packable_dtype(dtype: torch.dtype) -> bool:
     """float32 always; bfloat16 where oneDNN supports it on this CPU (it needs AVX-512 or newer)."""
     if dtype == torch.bfloat16:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -63,7 +63,7 @@ def packed_linear(
 def _packed_applies(input: torch.Tensor, weight: torch.Tensor) -> bool:
     if input.device.type != "cpu" or weight.device.type != "cpu" or input.dtype != weight.dtype:
         return False
-    if not _packable_dtype(weight.dtype) or input.dim() < 2:
+    if not packable_dtype(weight.dtype) or input.dim() < 2:
         return False
     return not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))
 
@@ -124,7 +124,7 @@ def pack_linear_weights(model: nn.Module) -> int:
     packed = 0
     for module in model.modules():
         if type(module) is PackedLinear or (
-            type(module) is nn.Linear and module.weight.device.type == "cpu" and _packable_dtype(module.weight.dtype)
+            type(module) is nn.Linear and module.weight.device.type == "cpu" and packable_dtype(module.weight.dtype)
         ):
             module.__class__ = PackedLinear
             module._pack()
@@ -147,6 +147,7 @@ __all__ = [
     "PackedLinear",
     "pack_linear_weights",
     "pack_weight",
+    "packable_dtype",
     "packed_linear",
     "packed_linear_available",
     "require_packed_linear",

@@ -120,6 +120,26 @@ def resolve_dtype(dtype: torch.dtype | str, device: str | torch.device | None = 
     return resolved, "as requested"
 
 
+def resolve_drafter_dtype(
+    dtype: torch.dtype | str, target_dtype: torch.dtype, device: str | torch.device | None = None
+) -> tuple[torch.dtype, str]:
+    """The dtype a drafter runs in next to a `target_dtype` target, with the reason.
+
+    `"auto"`: bfloat16 where `device` has native bf16 and the target is wider (a float32 target), else the target's
+    dtype. The drafter only proposes tokens, which the target verifies: its precision can change how many are
+    accepted, never the output, and in bfloat16 a draft step reads half the bytes (its layer and its shortlist copy
+    of the target's LM head). `"target"`: the target's dtype; other values as given.
+    """
+    if dtype == "target":
+        return target_dtype, "the target's"
+    if dtype != "auto":
+        return (getattr(torch, dtype) if isinstance(dtype, str) else dtype), "as requested"
+    native, reason = native_bf16(device)
+    if native and target_dtype.itemsize > torch.bfloat16.itemsize:
+        return torch.bfloat16, f"auto: {reason}"
+    return target_dtype, "auto: the target's" + ("" if native else f" ({reason})")
+
+
 def resolve_pack_weights(pack_weights: bool | str, device: str | torch.device | None = None) -> tuple[bool, str]:
     """`"auto"`: pack linear weights on CPU where PyTorch can (`packed_linear_available`), with the reason; `True` /
     `False` as given."""

@@ -25,7 +25,12 @@ from pathlib import Path
 import torch
 
 import coral_hf
-from coral_hf.commands import add_pack_weights_argument, resolve_pack_weights_argument
+from coral_hf.commands import (
+    add_drafter_dtype_argument,
+    add_pack_weights_argument,
+    resolve_drafter_dtype_argument,
+    resolve_pack_weights_argument,
+)
 from coral_hf.eval.bench import RoundRecorder, first_divergence, machine_info
 from coral_hf.eval.prompts import load_prompts
 
@@ -60,6 +65,7 @@ def main() -> None:
         "--prompt-lookup-tokens", type=int, default=0, metavar="N", help="Copy branch length (0: drafter alone)."
     )
     add_pack_weights_argument(parser)
+    add_drafter_dtype_argument(parser)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -68,7 +74,8 @@ def main() -> None:
     target, tokenizer = coral_hf.load_target(
         "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
     )
-    drafter = coral_hf.load_drafter(args.drafter, target=target)
+    drafter_dtype, drafter_dtype_label = resolve_drafter_dtype_argument(args.drafter_dtype, target.dtype)
+    drafter = coral_hf.load_drafter(args.drafter, target=target, dtype=drafter_dtype)
     if pack:
         coral_hf.pack_linear_weights(drafter)
     drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens or None
@@ -132,6 +139,7 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "prompt_lookup_tokens": args.prompt_lookup_tokens,
         "packed_weights": packed_label,
+        "drafter_dtype": drafter_dtype_label,
         "machine": machine_info(torch.device("cpu")),
         "modes": {
             mode: {

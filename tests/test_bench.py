@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 
 import pytest
@@ -17,6 +18,9 @@ from coral_hf.eval.bench import (
     PROMPT_LOOKUP,
     TREE,
     TREE_HYBRID,
+    PromptResult,
+    TurnRun,
+    aggregate,
     first_divergence,
     followeval_summary,
     run_bench,
@@ -100,6 +104,16 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
     assert summary["settings"]["drafter_head"] == "full"
     assert 0 < summary["lm_head_ms"] < summary["draft_step_ms"] and 0 < summary["layer_ms"] < summary["draft_step_ms"]
     assert [row["turns"] for row in summary["per_prompt"]] == [2, 1, 1]
+    # Every call is split at its first streamed tokens: prefill (one token in plain decoding), then decoding.
+    for prompt in result.prompts:
+        for mode, runs in prompt.runs.items():
+            for run in runs:
+                assert 0 < run.first_seconds < run.seconds
+                assert run.first_tokens == 1 if mode == PLAIN else 1 <= run.first_tokens <= run.new_tokens
+    for mode in (DRAFTER, PROMPT_LOOKUP, HYBRID):
+        numbers = summary if mode == DRAFTER else summary[mode]
+        assert numbers["decode_speedup_median"] > 0
+    assert set(summary["first_token_s"]) == set(summary["decode_tokens_per_s"]) == set(summary["tokens_per_s"])
 
     # Multi-turn: every mode answered both turns, and the second turn saw the same (plain) history in every mode.
     multi_turn = result.prompts[0]
@@ -110,12 +124,30 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
 
     table = format_table(result)
     assert "writing" in table and "coding" in table and "all" in table
+    assert "drafter decode speedup" in table
     assert "token-identical" in table
     report = write_report(result, tmp_path / "report")
     assert (tmp_path / "report" / SPEEDUP_PLOT).stat().st_size > 0
     assert (tmp_path / "report" / TAU_PLOT).stat().st_size > 0
     text = report.read_text(encoding="utf-8")
     assert SPEEDUP_PLOT in text and TAU_PLOT in text and "## Lossless check" in text
+
+
+def test_decode_speedup_leaves_out_the_first_forward():
+    """The decode speedup compares tokens/s after each call's first forward; the end-to-end speedup includes it."""
+    plain = [TurnRun(token_ids=[0] * 10, seconds=1.0, rounds=10, first_seconds=0.5, first_tokens=1)] * 2
+    drafted = [TurnRun(token_ids=[0] * 10, seconds=0.7, rounds=4, first_seconds=0.5, first_tokens=2)] * 2
+    prompt = PromptResult(id="p", category="c", runs={PLAIN: plain, DRAFTER: drafted}, responses={})
+    assert prompt.speedup(DRAFTER) == pytest.approx(1.0 / 0.7)
+    assert prompt.decode_tokens_per_s(PLAIN) == pytest.approx(18 / 1.0)
+    assert prompt.decode_speedup(DRAFTER) == pytest.approx((16 / 0.4) / 18)
+    assert prompt.first_token_seconds(DRAFTER) == pytest.approx(0.5)
+    # A call that produced everything in its first forward has no decoding phase: NaN, left out of medians.
+    single = [TurnRun(token_ids=[0], seconds=0.5, rounds=1, first_seconds=0.5, first_tokens=1)]
+    only_prefill = PromptResult(id="q", category="c", runs={PLAIN: single, DRAFTER: single}, responses={})
+    assert math.isnan(only_prefill.decode_speedup(DRAFTER))
+    numbers = aggregate([prompt, only_prefill], (PLAIN, DRAFTER))
+    assert numbers["decode_speedup_median"] == pytest.approx(prompt.decode_speedup(DRAFTER))
 
 
 def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
@@ -217,15 +249,17 @@ def test_cli_end_to_end(pair, tokenizer, question_file, tmp_path, capsys):
     assert summary["settings"]["prompt_lookup_tokens"] == 3 and not summary["settings"]["drafter_is_random"]
     packed = "yes" if packed_linear_available()[0] else "no"  # the CPU default: oneDNN-packed weights where possible
     assert summary["settings"]["packed_weights"].startswith(f"{packed} (auto:")
+    assert summary["settings"]["drafter_dtype"].startswith(("float32 (auto:", "bfloat16 (auto:"))
     assert (tmp_path / "report" / "report.md").is_file()
 
     argv = [*common, "--drafter", "random", "--no-prompt-lookup", "--limit", "1", "--categories", "coding"]
-    argv += ["--pack-weights", "off"]
+    argv += ["--pack-weights", "off", "--drafter-dtype", "target"]
     assert _run_cli([*argv, "--draft-length", "3", "--json", str(tmp_path / "random.json")]) == 0
     assert "UNTRAINED" in capsys.readouterr().out
     summary = json.loads((tmp_path / "random.json").read_text(encoding="utf-8"))
     assert summary["settings"]["drafter_is_random"] and summary["draft_length"] == 3
     assert summary["settings"]["packed_weights"] == "no (as requested)"
+    assert summary["settings"]["drafter_dtype"] == "float32 (the target's)"
     assert summary["compared"] == 1 and list(summary["categories"]) == ["coding"]
 
     assert _run_cli([*common, "--drafter", "random", "--drafter-head", "router"]) == 2

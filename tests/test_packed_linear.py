@@ -11,7 +11,7 @@ from torch import nn
 
 from coral_hf import CoralDrafter, pack_linear_weights, tree_generate, unpack_linear_weights
 from coral_hf.packed_linear import PackedLinear, packed_linear_available
-from coral_hf.targets import resolve_pack_weights
+from coral_hf.targets import native_bf16, resolve_drafter_dtype, resolve_pack_weights
 
 from .testing_utils import FAMILIES, make_tiny_target
 
@@ -111,6 +111,45 @@ def test_greedy_stays_identical_with_packed_target_and_drafter(family):
             prompt, max_new_tokens=20, do_sample=False, custom_generate=tree_generate, drafter=drafter
         )
         assert torch.equal(chain, plain) and torch.equal(tree, plain), f"seed {seed}"
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_bfloat16_drafter_on_float32_target_stays_lossless(pack):
+    """A drafter may run in bf16 beside an fp32 target (`--drafter-dtype`): its shortlist copy of the target's LM
+    head is made in bf16 (half the bytes per draft step), and greedy output stays the fp32 target's, chain and tree."""
+    if pack and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("oneDNN has no bf16 on this CPU")
+    target = make_tiny_target("llama")
+    drafter = CoralDrafter.from_target(
+        target, dtype=torch.bfloat16, draft_length=4, num_groups=4, shortlist_size=32, head_mode="shortlist"
+    )
+    if pack:
+        pack_linear_weights(target)
+        pack_linear_weights(drafter)
+    drafter.generation_config.prompt_lookup_num_tokens = 6
+    features = torch.randn(2, target.config.hidden_size)
+    logits = drafter.compute_logits(features)
+    bound = drafter.grouped_head.bind(target.get_output_embeddings())
+    assert bound.shortlist_weight.dtype == torch.bfloat16 and (bound.shortlist_packed is not None) == pack
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).sum() == 2 * 32
+    for seed in range(2):
+        prompt = torch.randint(1, 40, (1, 6), generator=torch.Generator().manual_seed(seed)).repeat(1, 2)
+        plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
+        chain = target.generate(prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter)
+        tree = target.generate(
+            prompt, max_new_tokens=20, do_sample=False, custom_generate=tree_generate, drafter=drafter
+        )
+        assert torch.equal(chain, plain) and torch.equal(tree, plain), f"seed {seed}"
+
+
+def test_drafter_dtype_auto_is_bfloat16_only_beside_a_wider_target_with_native_bf16():
+    native, reason = native_bf16("cpu")
+    assert resolve_drafter_dtype("auto", torch.float32, "cpu") == (
+        (torch.bfloat16, f"auto: {reason}") if native else (torch.float32, f"auto: the target's ({reason})")
+    )
+    assert resolve_drafter_dtype("auto", torch.bfloat16, "cpu")[0] == torch.bfloat16
+    assert resolve_drafter_dtype("target", torch.float32) == (torch.float32, "the target's")
+    assert resolve_drafter_dtype("bfloat16", torch.float32) == (torch.bfloat16, "as requested")
 
 
 def test_pack_weights_option_is_checked():

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_ERROR = 2  # an expected failure (bad input, missing or corrupt files, no network), as `coral_hf.cli` returns
 _PACK_WEIGHTS = {"auto": "auto", "on": True, "off": False}
@@ -38,3 +42,25 @@ def resolve_pack_weights_argument(choice: str, device: str | None = None) -> tup
 
     pack, reason = resolve_pack_weights(_PACK_WEIGHTS[choice], device)
     return pack, f"{'yes' if pack else 'no'} ({reason})"
+
+
+def add_drafter_dtype_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--drafter-dtype auto|target|float32|bfloat16`, for the commands and scripts that load a drafter."""
+    parser.add_argument(
+        "--drafter-dtype",
+        default="auto",
+        choices=("auto", "target", "float32", "bfloat16"),
+        help="dtype the drafter runs in (default auto: bfloat16 next to a float32 target where the device has "
+        "native bf16, else the target's). The target verifies every proposal, so the drafter's precision changes "
+        "acceptance at most, never the output; a bf16 draft step reads half the bytes.",
+    )
+
+
+def resolve_drafter_dtype_argument(
+    choice: str, target_dtype: torch.dtype, device: str | None = None
+) -> tuple[torch.dtype, str]:
+    """The `--drafter-dtype` choice as (dtype, `"bfloat16 (why)"` for reports and logs)."""
+    from ..targets import resolve_drafter_dtype
+
+    dtype, reason = resolve_drafter_dtype(choice, target_dtype, device)
+    return dtype, f"{str(dtype).removeprefix('torch.')} ({reason})"

@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from . import add_pack_weights_argument, fail, resolve_pack_weights_argument
+from . import (
+    add_drafter_dtype_argument,
+    add_pack_weights_argument,
+    fail,
+    resolve_drafter_dtype_argument,
+    resolve_pack_weights_argument,
+)
 
 _EPILOG = """\
 examples:
@@ -81,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bf16, divergences at numerical ties are reported apart from true ones.",
     )
     add_pack_weights_argument(models)
+    add_drafter_dtype_argument(models)
 
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument(
@@ -226,13 +233,14 @@ def run(args: argparse.Namespace) -> int:
             f"no drafter ships for target {args.target!r}: pass --drafter PATH_OR_HUB_ID "
             "(or --drafter random for the untrained overhead floor)"
         )
+    drafter_dtype, drafter_dtype_label = resolve_drafter_dtype_argument(args.drafter_dtype, dtype, args.device)
     is_random = str(drafter_source) == "random"
     if is_random:
         torch.manual_seed(args.seed)
-        drafter = CoralDrafter.from_target(target)
+        drafter = CoralDrafter.from_target(target, dtype=drafter_dtype)
         drafter_label = f"random (untrained, seed {args.seed})"
     else:
-        drafter = load_drafter(str(drafter_source), target=target)
+        drafter = load_drafter(str(drafter_source), target=target, dtype=drafter_dtype)
         drafter_label = str(drafter_source)
     if args.drafter_head is not None:
         try:
@@ -271,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
             "limit": args.limit,
             "dtype_choice": f"{str(dtype).removeprefix('torch.')} ({dtype_reason})",
             "packed_weights": packed_label,
+            "drafter_dtype": drafter_dtype_label,
         },
     )
     if args.prompts == "followeval":

@@ -7,7 +7,12 @@ import statistics
 import time
 from typing import TYPE_CHECKING
 
-from . import add_pack_weights_argument, resolve_pack_weights_argument
+from . import (
+    add_drafter_dtype_argument,
+    add_pack_weights_argument,
+    resolve_drafter_dtype_argument,
+    resolve_pack_weights_argument,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "top-2 logits is reported as such, not as a failure.",
     )
     add_pack_weights_argument(parser)
+    add_drafter_dtype_argument(parser)
     parser.add_argument(
         "--decoding",
         default="both",
@@ -71,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
     pack, packed_label = resolve_pack_weights_argument(args.pack_weights)
     target, tokenizer = load_target(args.target, dtype=dtype, pack_weights=pack)
     drafter_source = args.drafter or shipped_drafter_path(args.target)
+    drafter_dtype, drafter_dtype_label = resolve_drafter_dtype_argument(args.drafter_dtype, dtype)
     if drafter_source in (None, "random"):
         torch.manual_seed(0)
-        drafter = CoralDrafter.from_target(target)
+        drafter = CoralDrafter.from_target(target, dtype=drafter_dtype)
         label = "untrained (random) drafter: outputs stay identical, but expect no speedup"
     else:
-        drafter = load_drafter(str(drafter_source), target=target)
+        drafter = load_drafter(str(drafter_source), target=target, dtype=drafter_dtype)
         label = f"drafter {drafter_source}"
     if pack:
         pack_linear_weights(drafter)
@@ -85,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"target: {args.target}   {label}   draft length {drafter.generation_config.num_assistant_tokens}   "
         f"proposals: {proposals}   dtype {str(dtype).removeprefix('torch.')} ({reason})   "
-        f"packed weights: {packed_label}"
+        f"packed weights: {packed_label}   drafter dtype {drafter_dtype_label}"
     )
 
     def timed(inputs: dict, **kwargs) -> tuple[torch.Tensor, float]:

@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,20 +63,25 @@ PROMPT_LOOKUP_NGRAM = 2  # transformers' default `max_matching_ngram_size`
 
 
 class RoundRecorder(BaseStreamer):
-    """Records how many tokens each target forward adds to the sequence.
+    """Records how many tokens each target forward adds to the sequence, and when the first ones arrived.
 
     `generate` first puts the prompt, then assisted decoding puts once per round the tokens that round produced:
-    the accepted draft tokens plus the target's own token. Those sizes are the per-round acceptance (+1).
+    the accepted draft tokens plus the target's own token. Those sizes are the per-round acceptance (+1). Plain
+    decoding puts one token per forward. `first_put_time` (`time.perf_counter()`) marks the end of the first target
+    forward over the prompt (the prefill), which speculation cannot shorten.
     """
 
     def __init__(self) -> None:
         self.round_sizes: list[int] = []
+        self.first_put_time: float | None = None
         self._prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
+        if self.first_put_time is None:
+            self.first_put_time = time.perf_counter()
         self.round_sizes.append(int(value.numel()))
 
     def end(self) -> None:
@@ -85,16 +90,31 @@ class RoundRecorder(BaseStreamer):
 
 @dataclass
 class TurnRun:
-    """One timed `generate` call: a single turn of one prompt in one mode."""
+    """One timed `generate` call: a single turn of one prompt in one mode.
+
+    `first_seconds` is the time to the first streamed tokens (the target's forward over the prompt: prefill plus, in
+    assisted modes, the first round's draft) and `first_tokens` how many that forward produced; the rest of the
+    call is the decoding phase that speculation speeds up.
+    """
 
     token_ids: list[int]
     seconds: float
     rounds: int
     round_sizes: list[int] = field(default_factory=list)
+    first_seconds: float = 0.0
+    first_tokens: int = 0
 
     @property
     def new_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def decode_tokens(self) -> int:
+        return self.new_tokens - self.first_tokens
+
+    @property
+    def decode_seconds(self) -> float:
+        return self.seconds - self.first_seconds
 
 
 @dataclass
@@ -169,6 +189,21 @@ class PromptResult:
         """Tokens/s of `mode` over tokens/s of plain decoding, on this prompt."""
         return self.tokens_per_s(mode) / self.tokens_per_s(PLAIN)
 
+    def first_token_seconds(self, mode: str) -> float:
+        """Mean time to the first generated tokens over this prompt's turns (the prefill forward)."""
+        return sum(run.first_seconds for run in self.runs[mode]) / len(self.runs[mode])
+
+    def decode_tokens_per_s(self, mode: str) -> float:
+        """Tokens/s after the first target forward (prefill excluded); NaN when no turn had tokens after it."""
+        tokens = sum(run.decode_tokens for run in self.runs[mode])
+        seconds = sum(run.decode_seconds for run in self.runs[mode])
+        return tokens / seconds if tokens > 0 and seconds > 0 else math.nan
+
+    def decode_speedup(self, mode: str) -> float:
+        """Decoding-phase tokens/s of `mode` over plain's, on this prompt: the speedup without the prefill, which
+        both pay alike (and which dominates short generations from long prompts)."""
+        return self.decode_tokens_per_s(mode) / self.decode_tokens_per_s(PLAIN)
+
     def tau(self, mode: str) -> float:
         return self.tokens(mode) / max(self.rounds(mode), 1)
 
@@ -184,6 +219,8 @@ class PromptResult:
             "rounds": {mode: self.rounds(mode) for mode in self.runs},
             "tau": {mode: round(self.tau(mode), 4) for mode in assisted},
             "speedup": {mode: round(self.speedup(mode), 4) for mode in assisted},
+            "first_token_s": {mode: round(self.first_token_seconds(mode), 6) for mode in self.runs},
+            "decode_speedup": {mode: round(self.decode_speedup(mode), 4) for mode in assisted},
             "identical": dict(self.identical),
             "ties": dict(self.ties),
             "compared": self.compared,
@@ -196,17 +233,31 @@ def _histogram(prompts: Sequence[PromptResult], mode: str) -> dict[int, int]:
     return {size: counts.get(size, 0) for size in range(1, max(counts, default=0) + 1)}
 
 
+def _median(values: Iterable[float]) -> float:
+    """Median of the values that are not NaN (NaN when none is)."""
+    kept = [value for value in values if not math.isnan(value)]
+    return statistics.median(kept) if kept else math.nan
+
+
 def aggregate(prompts: Sequence[PromptResult], modes: Sequence[str]) -> dict[str, Any]:
     """Summary numbers of a group of prompts (the whole run or one category).
 
     tokens/s and speedups are medians over prompts of per-prompt values (each prompt's tokens over its summed
-    `generate` time); tau pools all rounds of the group (total tokens / total target forwards).
+    `generate` time); tau pools all rounds of the group (total tokens / total target forwards). The `decode_`
+    numbers leave out each call's first target forward (the prefill, see [`TurnRun`]); `first_token_s` is the
+    median over prompts of the mean time to the first tokens.
     """
     summary: dict[str, Any] = {
         "prompts": len(prompts),
         "generations": sum(len(prompt.runs[PLAIN]) for prompt in prompts),
         "tokens": {mode: sum(prompt.tokens(mode) for prompt in prompts) for mode in modes},
         "tokens_per_s": {mode: statistics.median(prompt.tokens_per_s(mode) for prompt in prompts) for mode in modes},
+        "decode_tokens_per_s": {
+            mode: _median(prompt.decode_tokens_per_s(mode) for prompt in prompts) for mode in modes
+        },
+        "first_token_s": {
+            mode: statistics.median(prompt.first_token_seconds(mode) for prompt in prompts) for mode in modes
+        },
     }
     for mode in ASSISTED_MODES:
         if mode not in modes:
@@ -218,6 +269,7 @@ def aggregate(prompts: Sequence[PromptResult], modes: Sequence[str]) -> dict[str
             "rounds": rounds,
             "tau_histogram": _histogram(prompts, mode),
             "speedup_median": statistics.median(prompt.speedup(mode) for prompt in prompts),
+            "decode_speedup_median": _median(prompt.decode_speedup(mode) for prompt in prompts),
             "identical": sum(prompt.identical.get(mode, 0) for prompt in prompts),
             "ties": sum(prompt.ties.get(mode, 0) for prompt in prompts),
             "compared": sum(prompt.compared for prompt in prompts),
@@ -347,11 +399,9 @@ class _Runner:
             self.configs[PROMPT_LOOKUP].max_matching_ngram_size = PROMPT_LOOKUP_NGRAM
 
     def __call__(self, mode: str, input_ids: torch.Tensor, seed: int) -> TurnRun:
-        kwargs: dict[str, Any] = {}
-        recorder = None
-        if mode in ASSISTED_MODES:
-            recorder = RoundRecorder()
-            kwargs["streamer"] = recorder
+        # Every mode streams into a recorder (one put per token in plain decoding), which times the first tokens.
+        recorder = RoundRecorder()
+        kwargs: dict[str, Any] = {"streamer": recorder}
         if mode in DRAFTER_MODES:
             # The same drafter alone, or with prompt-lookup copies (read when its generation starts).
             hybrid = mode in (HYBRID, TREE_HYBRID)
@@ -371,14 +421,22 @@ class _Runner:
         _sync(self.device)
         seconds = time.perf_counter() - start
         token_ids = output[0, input_ids.shape[1] :].tolist()
-        if recorder is None:  # plain decoding: one target forward per token
-            return TurnRun(token_ids=token_ids, seconds=seconds, rounds=len(token_ids))
+        first = {
+            "first_seconds": (recorder.first_put_time or start + seconds) - start,
+            "first_tokens": recorder.round_sizes[0] if recorder.round_sizes else len(token_ids),
+        }
+        if mode == PLAIN:  # one target forward per token
+            return TurnRun(token_ids=token_ids, seconds=seconds, rounds=len(token_ids), **first)
         if mode in (DRAFTER, HYBRID):
             self._check_draft_rounds(len(recorder.round_sizes))
         elif mode in TREE_MODES and len(recorder.round_sizes) != self.drafter.last_generation_stats["rounds"] + 1:
             raise RuntimeError("The tree decoder's round count disagrees with the streamed target forwards.")
         return TurnRun(
-            token_ids=token_ids, seconds=seconds, rounds=len(recorder.round_sizes), round_sizes=recorder.round_sizes
+            token_ids=token_ids,
+            seconds=seconds,
+            rounds=len(recorder.round_sizes),
+            round_sizes=recorder.round_sizes,
+            **first,
         )
 
     def _check_draft_rounds(self, target_forwards: int) -> None:

@@ -86,6 +86,20 @@ def _cells(result: BenchResult, label: str, numbers: dict[str, Any]) -> list[str
     return cells
 
 
+def _decode_columns(result: BenchResult) -> list[str]:
+    columns = ["category", "plain first token", "plain decode tok/s", "drafter decode speedup"]
+    return columns + [f"{_SHORT_LABELS[mode]} decode speedup" for mode in _baselines(result)]
+
+
+def _decode_cells(result: BenchResult, label: str, numbers: dict[str, Any]) -> list[str]:
+    cells = [
+        label,
+        f"{1e3 * numbers['first_token_s'][PLAIN]:.0f} ms",
+        f"{numbers['decode_tokens_per_s'][PLAIN]:.1f}",
+    ]
+    return cells + [f"{_numbers(numbers, mode)['decode_speedup_median']:.2f}x" for mode in _assisted(result)]
+
+
 def _headline(result: BenchResult) -> str:
     settings = result.settings
     parts = [f"{name} {settings[name]}" for name in ("target", "drafter", "prompts") if name in settings]
@@ -107,23 +121,34 @@ def _divergence_lines(result: BenchResult, ties: bool) -> list[str]:
     ]
 
 
-def format_table(result: BenchResult) -> str:
-    """The terminal summary: one row per category (median tokens/s and speedup, pooled tau), then totals."""
-    columns = _columns(result)
-    rows = [_cells(result, label, numbers) for label, numbers in _rows(result)]
+def _text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
 
     def line(cells: Sequence[str]) -> str:
         first = cells[0].ljust(widths[0])
         return "  ".join([first, *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))])
 
-    lines = [_headline(result), "", line(columns), "  ".join("-" * width for width in widths)]
-    lines += [line(row) for row in rows]
+    return [line(columns), "  ".join("-" * width for width in widths), *(line(row) for row in rows)]
+
+
+def format_table(result: BenchResult) -> str:
+    """The terminal summary: one row per category (median tokens/s and speedup, pooled tau), then totals; then the
+    same rows for the decoding phase alone (after the first target forward)."""
+    rows = _rows(result)
+    lines = [_headline(result), ""]
+    lines += _text_table(_columns(result), [_cells(result, label, numbers) for label, numbers in rows])
     lines.append("")
     lines.append(
         "tok/s, speedup: medians over prompts; tau: generated tokens per target forward; PLD: prompt lookup; hybrid: "
         "drafter + prompt-lookup copies; tree: the drafter's dynamic draft tree (+PLD: with a prompt-lookup branch); "
         "identical: per assisted mode, in column order."
+    )
+    lines.append("")
+    lines += _text_table(_decode_columns(result), [_decode_cells(result, label, numbers) for label, numbers in rows])
+    lines.append("")
+    lines.append(
+        "decode: the same generations after their first target forward (the prefill over the prompt, which every mode "
+        "pays alike); first token: median time to it."
     )
     if result.settings.get("drafter_is_random"):
         lines.append("The drafter is UNTRAINED (random weights): tau ~1 and speedup < 1 are expected (a floor).")
@@ -229,12 +254,18 @@ def render_markdown(result: BenchResult) -> str:
             "",
         ]
     lines += ["## Summary", ""]
-    lines += _markdown_table(_columns(result), [_cells(result, label, numbers) for label, numbers in _rows(result)])
+    rows = _rows(result)
+    lines += _markdown_table(_columns(result), [_cells(result, label, numbers) for label, numbers in rows])
     lines += [
         "",
         "tokens/s and speedups are medians over prompts of per-prompt values (all turns of a prompt pooled); tau is",
         "generated tokens per target forward, pooled over the group, counting the target's own token of each round.",
         "All modes ran in the same process, interleaved per turn in rotating order, after warm-up.",
+        "",
+        "Decoding phase alone: each `generate` call after its first target forward (the prefill over the prompt,",
+        "which speculation cannot shorten and every mode pays alike):",
+        "",
+        *_markdown_table(_decode_columns(result), [_decode_cells(result, label, numbers) for label, numbers in rows]),
         "",
         f"![speedup per category]({SPEEDUP_PLOT})",
         "",
@@ -300,13 +331,20 @@ def render_markdown(result: BenchResult) -> str:
     lines += ["## Per prompt", ""]
     assisted = _assisted(result)
     columns = ["prompt", "category", "turns", "tokens (plain)", "plain tok/s"]
-    columns += [f"{_MODE_LABELS[mode]} {name}" for mode in assisted for name in ("tok/s", "speedup", "tau")]
+    columns += [
+        f"{_MODE_LABELS[mode]} {name}" for mode in assisted for name in ("tok/s", "speedup", "decode speedup", "tau")
+    ]
     rows = []
     for prompt in result.prompts:
         row = [prompt.id, prompt.category, str(len(prompt.runs[PLAIN])), str(prompt.tokens(PLAIN))]
         row.append(f"{prompt.tokens_per_s(PLAIN):.1f}")
         for mode in assisted:
-            row += [f"{prompt.tokens_per_s(mode):.1f}", f"{prompt.speedup(mode):.2f}x", f"{prompt.tau(mode):.2f}"]
+            row += [
+                f"{prompt.tokens_per_s(mode):.1f}",
+                f"{prompt.speedup(mode):.2f}x",
+                f"{prompt.decode_speedup(mode):.2f}x",
+                f"{prompt.tau(mode):.2f}",
+            ]
         rows.append(row)
     lines += _markdown_table(columns, rows)
     lines += ["", "## Settings", "", *_json_block(settings), "", "## Machine", "", *_json_block(result.machine), ""]
