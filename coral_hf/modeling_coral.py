@@ -129,6 +129,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             tree_depth=config.tree_depth,
             tree_top_k=config.tree_top_k,
             tree_confidence_threshold=config.tree_confidence_threshold,
+            tree_unmatched_copy_tokens=config.tree_unmatched_copy_tokens,
         )
         self.__dict__["_target"] = None
         self.__dict__["_feature_recorder"] = None

@@ -114,6 +114,7 @@ class TreeDecoder:
         total_tokens, depth, top_k: tree size (root included), levels below the root, children per expanded node.
         confidence_threshold: expand a level only while the likeliest frontier node's path probability is at least
             this (0: always `depth` levels).
+        unmatched_copy_tokens: longest copy branch when the copy does not start with the drafter's top-1.
     """
 
     def __init__(
@@ -126,10 +127,14 @@ class TreeDecoder:
         depth: int,
         top_k: int,
         confidence_threshold: float = 0.0,
+        unmatched_copy_tokens: int = 4,
     ):
         for name, value in (("tree_total_tokens", total_tokens), ("tree_depth", depth), ("tree_top_k", top_k)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
+        if int(unmatched_copy_tokens) < 0:
+            raise ValueError(f"tree_unmatched_copy_tokens must be >= 0, got {unmatched_copy_tokens}.")
+        self.unmatched_copy_tokens = int(unmatched_copy_tokens)
         self.target = target
         self.drafter = drafter
         self.recorder = drafter.feature_recorder
@@ -177,7 +182,8 @@ class TreeDecoder:
         child of the frontier becomes a candidate. Scores only fall along a path, so the best nodes (ties broken
         by creation order) always include their ancestors. A prompt-lookup copy of up to `copy_length` tokens, when
         found, is added as one more branch; it may reach deeper than `depth`, as copies cost nothing to propose.
-        When the copy starts with the drafter's own top-1, only the root's children are drafted besides it; during a
+        When the copy starts with the drafter's own top-1, only the root's children are drafted besides it; when it
+        does not, only its first `tree_unmatched_copy_tokens` tokens join (each verified token costs width); during a
         streak of fully accepted copies (`copy_only_after`) the copy is proposed alone, with no drafter forward.
         A level is expanded only while its likeliest frontier node is at least `tree_confidence_threshold` likely.
         """
@@ -195,10 +201,12 @@ class TreeDecoder:
             prefix_length = self.drafter_cache.get_seq_length()
             log_probs = self._log_probs(root_feature)[0]
             top = log_probs.topk(min(self.top_k, log_probs.shape[-1]))
-            if copy is not None and copy.shape[0] > 1 and int(copy[0]) == int(top.indices[0]):
+            if copy is not None and int(copy[0]) == int(top.indices[0]):
                 # The copy starts with the drafter's own top-1 (the chain hybrid's rule): it is the likelier
                 # continuation, so spend no drafter forwards below the root's children.
-                depth = 1
+                depth = 1 if copy.shape[0] > 1 else depth
+            elif copy is not None:
+                copy = copy[: self.unmatched_copy_tokens] if self.unmatched_copy_tokens > 0 else None
             frontier = []
             for value, token in zip(top.values.tolist(), top.indices.tolist(), strict=True):
                 if value > float("-inf"):
@@ -337,15 +345,27 @@ class TreeDecoder:
         return path, new_tokens, scores[chosen_by]
 
     def commit(self, tree: DraftTree, path: list[int]) -> None:
-        """Compact the target's KV cache and the recorded features to the accepted path of the verified `tree`."""
+        """Compact the target's KV cache and the recorded features to the accepted path of the verified `tree`.
+
+        Only the tree's block at the end moves: the accepted nodes are gathered to its front (a no-op when they
+        already are, e.g. a chain-shaped round) and the rest is cropped, so a round copies `len(tree)` cache entries
+        per layer, not the whole cache.
+        """
         past_length = self.target_cache.get_seq_length() - len(tree)
-        device = self.recorder.features.device
-        keep = torch.cat([torch.arange(past_length), past_length + torch.tensor(path)]).to(device)
-        for layer in self.target_cache.layers:
-            layer.keys = layer.keys.index_select(-2, keep)
-            layer.values = layer.values.index_select(-2, keep)
+        rejected = len(tree) - len(path)
         offset = self.recorder.offset
-        self.recorder.features = self.recorder.features.index_select(1, keep[offset:] - offset)
+        features = self.recorder.features
+        if path != list(range(len(path))):
+            source = torch.tensor(path, device=features.device) + past_length
+            for layer in self.target_cache.layers:
+                for tensor in (layer.keys, layer.values):
+                    tensor[..., past_length : past_length + len(path), :] = tensor.index_select(
+                        -2, source.to(tensor.device)
+                    )
+            features[:, past_length - offset : past_length - offset + len(path)] = features[:, source - offset]
+        if rejected:
+            self.target_cache.crop(-rejected)
+            self.recorder.features = features[:, : features.shape[1] - rejected]
 
     # ------------------------------------------------------------------ loop
 
@@ -404,7 +424,13 @@ class TreeDecoder:
 
 
 _UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states", "output_logits")
-TREE_SETTINGS = ("tree_total_tokens", "tree_depth", "tree_top_k", "tree_confidence_threshold")
+TREE_SETTINGS = (
+    "tree_total_tokens",
+    "tree_depth",
+    "tree_top_k",
+    "tree_confidence_threshold",
+    "tree_unmatched_copy_tokens",
+)
 _FLOAT_SETTINGS = ("tree_confidence_threshold",)
 
 
@@ -412,7 +438,7 @@ def tree_settings(drafter: CoralDrafter, **overrides: float | None) -> dict[str,
     """The tree a generation uses: each override, else the drafter's generation config, else its config.
 
     A drafter's saved `generation_config.json` may predate the tree fields; its `config.json` always has them
-    (a `config.json` that predates `tree_confidence_threshold` loads with its default, 0).
+    (a `config.json` that predates a field loads with its default).
     """
     settings = {}
     for name in TREE_SETTINGS:
@@ -439,6 +465,7 @@ def tree_generate(
     tree_depth: int | None = None,
     tree_top_k: int | None = None,
     tree_confidence_threshold: float | None = None,
+    tree_unmatched_copy_tokens: int | None = None,
     tree_streamer: BaseStreamer | None = None,
     **model_kwargs: Any,
 ) -> GenerateDecoderOnlyOutput | torch.LongTensor:
@@ -450,10 +477,10 @@ def tree_generate(
     Args:
         model: the target (passed by `generate`).
         drafter: a [`CoralDrafter`] attached to `model`.
-        tree_total_tokens, tree_depth, tree_top_k, tree_confidence_threshold: override the drafter's
-            `generation_config` tree settings for this call: tokens verified per round (root included), levels,
-            children per expanded node, and the path probability a level's likeliest frontier node needs for it
-            to be expanded.
+        tree_total_tokens, tree_depth, tree_top_k, tree_confidence_threshold, tree_unmatched_copy_tokens: override
+            the drafter's `generation_config` tree settings for this call: tokens verified per round (root
+            included), levels, children per expanded node, the path probability a level's likeliest frontier node
+            needs for it to be expanded, and the longest copy branch that does not start with the drafter's top-1.
         tree_streamer: a streamer (`TextStreamer`, ...). transformers does not hand `streamer=` to a
             `custom_generate` callable, so pass it under this name.
 
@@ -498,6 +525,7 @@ def tree_generate(
         tree_depth=tree_depth,
         tree_top_k=tree_top_k,
         tree_confidence_threshold=tree_confidence_threshold,
+        tree_unmatched_copy_tokens=tree_unmatched_copy_tokens,
     )
     decoder = TreeDecoder(
         model,
@@ -508,6 +536,7 @@ def tree_generate(
         depth=settings["tree_depth"],
         top_k=settings["tree_top_k"],
         confidence_threshold=settings["tree_confidence_threshold"],
+        unmatched_copy_tokens=settings["tree_unmatched_copy_tokens"],
     )
     drafter.__dict__["_candidate_generator"] = decoder
     return decoder.generate(input_ids, stopping_criteria, streamer=tree_streamer)

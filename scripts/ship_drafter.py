@@ -73,11 +73,13 @@ def main() -> None:
         for suffix, numbers in (("", chain), (", tree decoding", tree)):
             if numbers is None:
                 continue
+            decode_speedup = numbers.get("decode_speedup_median")  # reports before the prefill split lack it
             results[name.replace(")", suffix + ")")] = {
                 "tau": round(numbers["tau"], 3),
                 "speedup": round(numbers["speedup_median"], 3),
+                **({"decode_speedup": round(decode_speedup, 3)} if decode_speedup is not None else {}),
                 "draft_length": report["draft_length"],
-                "device": f"CPU, {report['machine']['torch_threads']} thread(s)",
+                "device": f"{report['machine']['cpu']}, {report['machine']['torch_threads']} thread(s)",
             }
     drafter.config.eval_results = results or None
 

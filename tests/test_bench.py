@@ -148,6 +148,8 @@ def test_decode_speedup_leaves_out_the_first_forward():
     assert math.isnan(only_prefill.decode_speedup(DRAFTER))
     numbers = aggregate([prompt, only_prefill], (PLAIN, DRAFTER))
     assert numbers["decode_speedup_median"] == pytest.approx(prompt.decode_speedup(DRAFTER))
+    assert aggregate([only_prefill], (PLAIN, DRAFTER))["decode_speedup_median"] is None  # JSON has no NaN
+    assert only_prefill.to_dict()["decode_speedup"] == {DRAFTER: None}
 
 
 def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):

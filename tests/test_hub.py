@@ -49,7 +49,14 @@ RECIPE = {
     "loss": {"csra_weight": 0.1, "csra_temperature": 0.1},
     "lr": 3e-5,
 }
-EVAL = {"tau": 3.1, "speedup": 1.8, "draft_length": 5, "prompts": "sharegpt-heldout", "device": "cpu"}
+EVAL = {
+    "tau": 3.1,
+    "speedup": 1.8,
+    "decode_speedup": 2.1,
+    "draft_length": 5,
+    "prompts": "sharegpt-heldout",
+    "device": "cpu",
+}
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
@@ -319,7 +326,7 @@ def test_model_card_content(drafter: CoralDrafter, tmp_path: Path):
     assert card.data.base_model is None  # the tiny target is a local path, not a Hub id
     assert card.data.datasets == [RECIPE["dataset"]]
     assert 'coral_hf.load_drafter("coral-tester/tiny-drafter", target=target)' in text
-    assert "| sharegpt-heldout | 5 | 3.10 | 1.80x | cpu |" in text
+    assert "| sharegpt-heldout | 5 | 3.10 | 1.80x | 2.10x | cpu |" in text
     assert "| loss.csra_weight | 0.1 |" in text
     assert "Batch size 1" in text and "Stop strings" in text and "Lossless" in text
     # Deterministic, and the same whether rendered from the model or from its saved directory.

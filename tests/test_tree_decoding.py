@@ -180,6 +180,26 @@ def test_prompt_lookup_branch_stays_lossless():
     assert copy_only[8, 1] > 0 and copy_only[8, 0] == copy_only[None, 1] == 0
 
 
+def test_copies_off_the_drafters_top1_are_capped_and_stay_lossless():
+    """`tree_unmatched_copy_tokens` caps a copy branch that does not start with the drafter's top-1 (an untrained
+    drafter's top-1 rarely matches): fewer verified nodes per round, the same greedy output."""
+    target = make_tiny_target("qwen2")
+    drafter = CoralDrafter.from_target(target, prompt_lookup_tokens=8, copy_only_after=0)
+    drafted = {}
+    for cap in (0, 2, 8):
+        drafted[cap] = 0
+        for seed in range(4):
+            phrase = _prompt(seed, length=5)
+            prompt = torch.cat([phrase, _prompt(seed + 100, length=2), phrase, phrase[:, :2]], dim=1)
+            plain = target.generate(prompt, max_new_tokens=24, do_sample=False)
+            tree = _tree(target, prompt, drafter, max_new_tokens=24, do_sample=False, tree_unmatched_copy_tokens=cap)
+            assert torch.equal(plain, tree), f"cap {cap}, seed {seed}"
+            drafted[cap] += drafter.last_generation_stats["drafted"] / drafter.last_generation_stats["rounds"]
+    assert drafted[0] < drafted[2] < drafted[8]
+    with pytest.raises(ValueError, match="tree_unmatched_copy_tokens must be >= 0"):
+        _tree(target, prompt, drafter, max_new_tokens=4, tree_unmatched_copy_tokens=-1)
+
+
 def test_tree_settings_per_call_and_scores(trained_llama_pair):
     target, drafter = trained_llama_pair
     prompt = _prompt(0, length=4)

@@ -146,6 +146,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generation.add_argument("--tree-depth", type=int, metavar="D", help="Tree: levels below the root.")
     generation.add_argument("--tree-top-k", type=int, metavar="K", help="Tree: children per expanded node.")
     generation.add_argument(
+        "--tree-unmatched-copy-tokens",
+        type=int,
+        metavar="N",
+        help="Tree with copies: longest copy branch when the copy does not start with the drafter's top-1 (0: "
+        "drop such copies; default: the drafter's tree_unmatched_copy_tokens).",
+    )
+    generation.add_argument(
         "--tree-confidence-threshold",
         type=float,
         metavar="P",
@@ -193,8 +200,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.hybrid_tokens is not None and args.hybrid_tokens < 0:
         return fail(f"--hybrid-tokens must be >= 0, got {args.hybrid_tokens}")
-    if args.copy_only_after is not None and args.copy_only_after < 0:
-        return fail(f"--copy-only-after must be >= 0, got {args.copy_only_after}")
+    for name in ("copy_only_after", "tree_unmatched_copy_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            return fail(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     for name in (
         "max_new_tokens",
         "draft_length",

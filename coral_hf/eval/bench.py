@@ -220,7 +220,7 @@ class PromptResult:
             "tau": {mode: round(self.tau(mode), 4) for mode in assisted},
             "speedup": {mode: round(self.speedup(mode), 4) for mode in assisted},
             "first_token_s": {mode: round(self.first_token_seconds(mode), 6) for mode in self.runs},
-            "decode_speedup": {mode: round(self.decode_speedup(mode), 4) for mode in assisted},
+            "decode_speedup": {mode: _number(round(self.decode_speedup(mode), 4)) for mode in assisted},
             "identical": dict(self.identical),
             "ties": dict(self.ties),
             "compared": self.compared,
@@ -233,10 +233,15 @@ def _histogram(prompts: Sequence[PromptResult], mode: str) -> dict[int, int]:
     return {size: counts.get(size, 0) for size in range(1, max(counts, default=0) + 1)}
 
 
-def _median(values: Iterable[float]) -> float:
-    """Median of the values that are not NaN (NaN when none is)."""
+def _number(value: float) -> float | None:
+    """`value`, or None for NaN (JSON has no NaN)."""
+    return None if math.isnan(value) else value
+
+
+def _median(values: Iterable[float]) -> float | None:
+    """Median of the values that are not NaN (None when none is: JSON has no NaN)."""
     kept = [value for value in values if not math.isnan(value)]
-    return statistics.median(kept) if kept else math.nan
+    return statistics.median(kept) if kept else None
 
 
 def aggregate(prompts: Sequence[PromptResult], modes: Sequence[str]) -> dict[str, Any]:
@@ -542,7 +547,8 @@ def run_bench(
         decoding: `("chain",)` runs the chain modes; with `"tree"` the drafter also decodes with its dynamic tree
             (the `tree` mode, and `tree_hybrid` with a prompt-lookup branch when `hybrid_tokens` is set), side by
             side with the chain in the same run.
-        tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` / `tree_confidence_threshold` overriding
+        tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` / `tree_confidence_threshold` /
+            `tree_unmatched_copy_tokens` overriding
             the drafter's generation config for the run.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.

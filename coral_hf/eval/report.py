@@ -6,6 +6,7 @@ needed, so the report can be written from any process (CI, a server, a notebook 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,11 @@ def _decode_columns(result: BenchResult) -> list[str]:
 
 
 def _decode_cells(result: BenchResult, label: str, numbers: dict[str, Any]) -> list[str]:
-    cells = [
-        label,
-        f"{1e3 * numbers['first_token_s'][PLAIN]:.0f} ms",
-        f"{numbers['decode_tokens_per_s'][PLAIN]:.1f}",
-    ]
-    return cells + [f"{_numbers(numbers, mode)['decode_speedup_median']:.2f}x" for mode in _assisted(result)]
+    def value(number: float | None, unit: str = "") -> str:
+        return "-" if number is None else f"{number:.2f}{unit}"  # None: no call had tokens after its first forward
+
+    cells = [label, f"{1e3 * numbers['first_token_s'][PLAIN]:.0f} ms", value(numbers["decode_tokens_per_s"][PLAIN])]
+    return cells + [value(_numbers(numbers, mode)["decode_speedup_median"], "x") for mode in _assisted(result)]
 
 
 def _headline(result: BenchResult) -> str:
@@ -342,7 +342,7 @@ def render_markdown(result: BenchResult) -> str:
             row += [
                 f"{prompt.tokens_per_s(mode):.1f}",
                 f"{prompt.speedup(mode):.2f}x",
-                f"{prompt.decode_speedup(mode):.2f}x",
+                "-" if math.isnan(prompt.decode_speedup(mode)) else f"{prompt.decode_speedup(mode):.2f}x",
                 f"{prompt.tau(mode):.2f}",
             ]
         rows.append(row)

@@ -107,6 +107,7 @@ def _eval_table(eval_results: Any) -> list[str]:
         ("draft_length", "Draft length"),
         ("tau", "tau"),
         ("speedup", "Speedup"),
+        ("decode_speedup", "Decode speedup"),
         ("device", "Device"),
     ]
     known = {key for key, _ in columns}
@@ -117,7 +118,7 @@ def _eval_table(eval_results: Any) -> list[str]:
         cells = []
         for key, _ in columns:
             value = row.get(key)
-            if key == "speedup" and isinstance(value, (int, float)):
+            if key in ("speedup", "decode_speedup") and isinstance(value, (int, float)):
                 cells.append(f"{value:.2f}x")
             elif key == "tau" and isinstance(value, (int, float)):
                 cells.append(f"{value:.2f}")
