@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument(
         "--tree-confidence-threshold", type=float, help="Tree decoding level threshold (default: keep the drafter's)."
     )
+    parser.add_argument(
+        "--tree-unmatched-copy-tokens", type=int, help="Tree copy-branch cap (default: keep the drafter's)."
+    )
     parser.add_argument("--bench-json", type=Path, nargs="*", default=[], help="coral-hf bench --json reports.")
     args = parser.parse_args()
 
@@ -66,7 +69,10 @@ def main() -> None:
     for path in args.bench_json:
         report = json.loads(path.read_text())
         settings = report["settings"]
-        name = f"{settings['prompts']} ({settings['dtype']}, T={settings['temperature']})"
+        name = (
+            f"{settings['prompts']} ({settings['dtype']}, T={settings['temperature']}, "
+            f"{settings['max_new_tokens']} new tokens)"
+        )
         # The modes that match the shipped settings: chain (with copies when shipped with them), and the tree.
         chain = report.get("hybrid") if args.prompt_lookup_tokens else report
         tree = report.get("tree_hybrid") if args.prompt_lookup_tokens else report.get("tree")
