@@ -94,6 +94,15 @@ def test_packing_a_target_keeps_tied_weights_and_logits():
     assert pack_linear_weights(target) == len([m for m in target.modules() if isinstance(m, nn.Linear)])  # re-packs
 
 
+def _assert_greedy_identical(target: nn.Module, drafter: CoralDrafter, seed: int) -> None:
+    """Chain and tree decoding with `drafter` give plain greedy output on a repetitive prompt (copies apply)."""
+    prompt = torch.randint(1, 40, (1, 6), generator=torch.Generator().manual_seed(seed)).repeat(1, 2)
+    plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
+    chain = target.generate(prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter)
+    tree = target.generate(prompt, max_new_tokens=20, do_sample=False, custom_generate=tree_generate, drafter=drafter)
+    assert torch.equal(chain, plain) and torch.equal(tree, plain), f"seed {seed}"
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_stays_identical_with_packed_target_and_drafter(family):
     target = make_tiny_target(family)
@@ -104,13 +113,7 @@ def test_greedy_stays_identical_with_packed_target_and_drafter(family):
     for seed in range(3):
         if seed == 2:
             drafter = copy.deepcopy(drafter).attach(target)  # a copy of a packed drafter decodes the same
-        prompt = torch.randint(1, 40, (1, 6), generator=torch.Generator().manual_seed(seed)).repeat(1, 2)
-        plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
-        chain = target.generate(prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter)
-        tree = target.generate(
-            prompt, max_new_tokens=20, do_sample=False, custom_generate=tree_generate, drafter=drafter
-        )
-        assert torch.equal(chain, plain) and torch.equal(tree, plain), f"seed {seed}"
+        _assert_greedy_identical(target, drafter, seed)
 
 
 @pytest.mark.parametrize("pack", [False, True])
@@ -133,13 +136,7 @@ def test_bfloat16_drafter_on_float32_target_stays_lossless(pack):
     assert bound.shortlist_weight.dtype == torch.bfloat16 and (bound.shortlist_packed is not None) == pack
     assert logits.dtype == torch.float32 and torch.isfinite(logits).sum() == 2 * 32
     for seed in range(2):
-        prompt = torch.randint(1, 40, (1, 6), generator=torch.Generator().manual_seed(seed)).repeat(1, 2)
-        plain = target.generate(prompt, max_new_tokens=20, do_sample=False)
-        chain = target.generate(prompt, max_new_tokens=20, do_sample=False, assistant_model=drafter)
-        tree = target.generate(
-            prompt, max_new_tokens=20, do_sample=False, custom_generate=tree_generate, drafter=drafter
-        )
-        assert torch.equal(chain, plain) and torch.equal(tree, plain), f"seed {seed}"
+        _assert_greedy_identical(target, drafter, seed)
 
 
 def test_drafter_dtype_auto_is_bfloat16_only_beside_a_wider_target_with_native_bf16():

@@ -548,8 +548,7 @@ def run_bench(
             (the `tree` mode, and `tree_hybrid` with a prompt-lookup branch when `hybrid_tokens` is set), side by
             side with the chain in the same run.
         tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` / `tree_confidence_threshold` /
-            `tree_unmatched_copy_tokens` overriding
-            the drafter's generation config for the run.
+            `tree_unmatched_copy_tokens` overriding the drafter's generation config for the run.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
         draft_step_repetitions: timed draft steps (`coral_hf.eval.timing.time_draft_step`, after the generations) for
