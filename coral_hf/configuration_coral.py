@@ -85,6 +85,10 @@ class CoralConfig(PreTrainedConfig):
             accepted in full, and the drafter then catches up on every skipped position in one forward. Long
             verbatim spans (extraction, math restating its numbers) then cost what prompt lookup costs.
             Written to `generation_config.copy_only_after`. 0 disables (every round also drafts).
+        copy_only_tokens (`int`, *optional*):
+            Hybrid proposals: most tokens a copy-only round (see `copy_only_after`) proposes; `None` uses
+            `prompt_lookup_tokens`. Inside a streak of accepted copies a longer copy is likely right, and one wider
+            verification costs less than two rounds. Written to `generation_config.copy_only_tokens`.
         tree_total_tokens (`int`, defaults to 8):
             Tree decoding ([`coral_hf.tree_generate`]): tokens the target verifies per round, the root included.
             Written to `generation_config.tree_total_tokens`. The defaults (8 / 3 / 2) were the fastest measured
@@ -157,6 +161,7 @@ class CoralConfig(PreTrainedConfig):
     prompt_lookup_tokens: int | None = None
     copy_confidence: float = 0.0
     copy_only_after: int = 1
+    copy_only_tokens: int | None = None
     tree_total_tokens: int = 8
     tree_depth: int = 3
     tree_top_k: int = 2
@@ -187,6 +192,8 @@ class CoralConfig(PreTrainedConfig):
             raise ValueError(f"draft_length must be >= 1, got {self.draft_length}.")
         if self.copy_only_after < 0:
             raise ValueError(f"copy_only_after must be >= 0, got {self.copy_only_after}.")
+        if self.copy_only_tokens is not None and self.copy_only_tokens < 1:
+            raise ValueError(f"copy_only_tokens must be >= 1 (or None), got {self.copy_only_tokens}.")
         for name in ("tree_total_tokens", "tree_depth", "tree_top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")

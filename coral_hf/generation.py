@@ -62,6 +62,7 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
         self.copy_confidence = float(getattr(drafter.generation_config, "copy_confidence", None) or 0.0)
         self.copy_only_after = copy_only_after(drafter)
+        self.copy_only_tokens = copy_only_tokens(drafter) if self.lookup_tokens else 0
         self.copy_streak = 0  # consecutive rounds whose copy the target accepted in full
         self.copy_end: int | None = None  # sequence length the last round's copy reached, None when it drafted
         self.rounds = 0
@@ -87,7 +88,8 @@ class CoralCandidateGenerator(CandidateGenerator):
         # A copy costs no drafter work, so it may be longer than the draft length: up to `prompt_lookup_num_tokens`.
         # transformers asks for fewer tokens than the draft length only at the end of the length budget, which then
         # caps the copy too; otherwise it crops whatever the target accepts past its `max_length` or an EOS.
-        copy_tokens = min(self.lookup_tokens, num_tokens) if num_tokens < self.num_draft_tokens else self.lookup_tokens
+        at_budget_end = num_tokens < self.num_draft_tokens
+        copy_tokens = min(self.lookup_tokens, num_tokens) if at_budget_end else self.lookup_tokens
         self.rounds += 1
         features = self.recorder.features
         if features is None and self.rounds > 1:
@@ -107,6 +109,8 @@ class CoralCandidateGenerator(CandidateGenerator):
         accepted_copy = self.copy_end is not None and input_ids.shape[1] > self.copy_end
         self.copy_streak = self.copy_streak + 1 if accepted_copy else 0
         self.copy_end = None
+        if 0 < self.copy_only_after <= self.copy_streak:  # a copy-only round, if a copy is found
+            copy_tokens = min(self.copy_only_tokens, num_tokens) if at_budget_end else self.copy_only_tokens
         sequence, logits = self._draft(input_ids, num_tokens, copy_tokens)
         self.drafted += logits.shape[1]
         return sequence, logits
@@ -202,6 +206,17 @@ def copy_only_after(drafter: CoralDrafter) -> int:
     saved before the setting existed carry it in neither file and get the config default)."""
     value = getattr(drafter.generation_config, "copy_only_after", None)
     return int(drafter.config.copy_only_after if value is None else value)
+
+
+def copy_only_tokens(drafter: CoralDrafter) -> int:
+    """The drafter's `copy_only_tokens` (see [`CoralConfig`]): its generation config's, else its config's, else its
+    prompt-lookup length (also for drafters saved before the setting existed); 0 when it does not copy."""
+    value = getattr(drafter.generation_config, "copy_only_tokens", None)
+    if value is None:
+        value = getattr(drafter.config, "copy_only_tokens", None)
+    if value is None:
+        value = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
+    return int(value or 0)
 
 
 def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: int) -> torch.LongTensor | None:

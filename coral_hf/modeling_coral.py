@@ -125,6 +125,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             prompt_lookup_num_tokens=config.prompt_lookup_tokens,
             copy_confidence=config.copy_confidence,
             copy_only_after=config.copy_only_after,
+            copy_only_tokens=config.copy_only_tokens,
             tree_total_tokens=config.tree_total_tokens,
             tree_depth=config.tree_depth,
             tree_top_k=config.tree_top_k,

@@ -27,7 +27,7 @@ from transformers.generation.stopping_criteria import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .generation import catch_up, copy_only_after, lookup_continuation
+from .generation import catch_up, copy_only_after, copy_only_tokens, lookup_continuation
 from .modeling_coral import additive_attention_mask
 from .target_utils import unwrap_target
 
@@ -149,6 +149,7 @@ class TreeDecoder:
         self.lookup_tokens = int(lookup_tokens or 0)
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
         self.copy_only_after = copy_only_after(drafter)
+        self.copy_only_tokens = copy_only_tokens(drafter) if self.lookup_tokens else 0
         self.copy_streak = 0  # consecutive rounds whose copy branch was accepted to its end
         self.copy_only_rounds = 0
         self.target_cache = DynamicCache()
@@ -175,24 +176,28 @@ class TreeDecoder:
     def _log_probs(self, features: torch.Tensor) -> torch.Tensor:
         return self.drafter.compute_logits(features).log_softmax(dim=-1)
 
-    def build_tree(self, sequence: torch.LongTensor, depth: int, copy_length: int = 0) -> DraftTree:
+    def build_tree(self, sequence: torch.LongTensor, depth: int, max_copy: int = 0) -> DraftTree:
         """Expand the drafter's likeliest nodes for `depth` levels and keep the best `total_tokens - 1` of them.
 
         Each level runs the drafter once on the `top_k` frontier nodes of highest cumulative log-probability; every
         child of the frontier becomes a candidate. Scores only fall along a path, so the best nodes (ties broken
-        by creation order) always include their ancestors. A prompt-lookup copy of up to `copy_length` tokens, when
-        found, is added as one more branch; it may reach deeper than `depth`, as copies cost nothing to propose.
-        When the copy starts with the drafter's own top-1, only the root's children are drafted besides it; when it
-        does not, only its first `tree_unmatched_copy_tokens` tokens join (each verified token costs width); during a
-        streak of fully accepted copies (`copy_only_after`) the copy is proposed alone, with no drafter forward.
+        by creation order) always include their ancestors. A prompt-lookup copy of up to `prompt_lookup_num_tokens`
+        tokens (and at most `max_copy`, the length budget), when found, is added as one more branch; it may reach
+        deeper than `depth`, as copies cost nothing to propose. When the copy starts with the drafter's own top-1,
+        only the root's children are drafted besides it; when it does not, only its first
+        `tree_unmatched_copy_tokens` tokens join (each verified token costs width); during a streak of fully
+        accepted copies (`copy_only_after`) a copy of up to `copy_only_tokens` is proposed alone, with no drafter
+        forward.
         A level is expanded only while its likeliest frontier node is at least `tree_confidence_threshold` likely.
         """
         device = sequence.device
         root = sequence[0, -1]
         tokens, parents, depths = [root], [-1], [0]
         scores = [0.0]
+        in_streak = 0 < self.copy_only_after <= self.copy_streak
+        copy_length = min(self.copy_only_tokens if in_streak else self.lookup_tokens, max_copy)
         copy = lookup_continuation(sequence[0], self.lookup_ngram, copy_length) if copy_length > 0 else None
-        copy_only = copy is not None and 0 < self.copy_only_after <= self.copy_streak
+        copy_only = copy is not None and in_streak
         self.copy_only_rounds += int(copy_only)
         if depth > 0 and self.total_tokens > 1 and not copy_only:
             verified = sequence.shape[1] - 1
@@ -395,7 +400,7 @@ class TreeDecoder:
         while not finished:
             budget = config.max_length - sequence.shape[1]
             most = max(budget - 1, 0)  # a round adds its accepted path and the target's own token
-            tree = self.build_tree(sequence, depth=min(self.depth, most), copy_length=min(self.lookup_tokens, most))
+            tree = self.build_tree(sequence, depth=min(self.depth, most), max_copy=most)
             path, new_tokens, token_scores = self.verify(sequence, tree)
             self.rounds += 1
             self.drafted += len(tree) - 1

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--prompt-lookup-tokens", type=int, default=None, help="Hybrid copies (default: off).")
     parser.add_argument("--copy-confidence", type=float, default=0.0)
     parser.add_argument("--copy-only-after", type=int, help="Copy-only rounds (default: keep the drafter's).")
+    parser.add_argument("--copy-only-tokens", type=int, help="Copy-only round length (default: keep the drafter's).")
     parser.add_argument("--tree-total-tokens", type=int, help="Tree decoding size (default: keep the drafter's).")
     parser.add_argument("--tree-depth", type=int, help="Tree decoding depth (default: keep the drafter's).")
     parser.add_argument("--tree-top-k", type=int, help="Tree decoding top-k (default: keep the drafter's).")
@@ -58,6 +59,9 @@ def main() -> None:
     if args.copy_only_after is not None:
         drafter.config.copy_only_after = args.copy_only_after
     drafter.generation_config.copy_only_after = drafter.config.copy_only_after
+    if args.copy_only_tokens is not None:
+        drafter.config.copy_only_tokens = args.copy_only_tokens
+    drafter.generation_config.copy_only_tokens = drafter.config.copy_only_tokens
     if args.head_mode is not None:
         drafter.set_head_mode(args.head_mode)
     for name in TREE_SETTINGS:

@@ -4,6 +4,7 @@
     python scripts/sweep_tree.py --dtype float32 --settings 4,3,2 8,4,2 16,5,4 --json tree-sweep-fp32.json
     python scripts/sweep_tree.py --prompt-lookup-tokens 10 --settings 8,3,2 16,4,4 --json tree-sweep-copies.json
     python scripts/sweep_tree.py --settings 8,3,2 10,6,2,0.3 --json tree-sweep-confidence.json
+    python scripts/sweep_tree.py --prompts mtbench --prompt-lookup-tokens 10 --settings 8,3,2 --copy-only-tokens 10 20
 
 Each prompt (first turns of the held-out ShareGPT prompts) is generated greedily with plain `generate`, the chain
 drafter (`assistant_model=`) and every tree setting `total,depth,top_k[,confidence_threshold]`
@@ -11,7 +12,9 @@ drafter (`assistant_model=`) and every tree setting `total,depth,top_k[,confiden
 speedups are medians over prompts of per-prompt ratios, tau pools all rounds. Every output is checked against plain
 greedy (ties at the dtype's resolution are counted apart, as in `coral-hf bench`). By default the drafter runs alone;
 `--prompt-lookup-tokens N` adds the copy branch of up to N tokens (and the chain's hybrid copies), as the shipped
-drafter decodes.
+drafter decodes, and transformers' prompt-lookup decoding with N tokens as a baseline; `--copy-only-tokens` runs each
+tree setting once per copy-only round length (`CoralConfig.copy_only_tokens`). `--prompts` takes any prompt set of
+`coral-hf bench` (first turns only).
 """
 
 from __future__ import annotations
@@ -56,13 +59,18 @@ def main() -> None:
     parser.add_argument("--drafter", default="smollm2-135m-instruct")
     parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--limit", type=int, default=2, help="Prompts per category of sharegpt-heldout.")
+    parser.add_argument("--prompts", default="sharegpt-heldout", help="Prompt set (first turns are used).")
+    parser.add_argument("--categories", nargs="+", help="Only these categories of the prompt set.")
+    parser.add_argument("--limit", type=int, default=2, help="Prompts per category.")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument(
         "--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="TOTAL,DEPTH,TOP_K[,THRESHOLD]"
     )
     parser.add_argument(
         "--prompt-lookup-tokens", type=int, default=0, metavar="N", help="Copy branch length (0: drafter alone)."
+    )
+    parser.add_argument(
+        "--copy-only-tokens", type=int, nargs="+", metavar="N", help="Run each setting with these copy-only lengths."
     )
     add_pack_weights_argument(parser)
     add_drafter_dtype_argument(parser)
@@ -80,13 +88,20 @@ def main() -> None:
         coral_hf.pack_linear_weights(drafter)
     drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens or None
     settings = {name: _parse_setting(name) for name in args.settings}
+    copy_only: dict[str, int | None] = dict.fromkeys(settings)
+    if args.copy_only_tokens:
+        settings = {f"{name}/c{n}": value for name, value in settings.items() for n in args.copy_only_tokens}
+        copy_only = {f"{name}/c{n}": n for name in args.settings for n in args.copy_only_tokens}
 
     def run(mode: str, input_ids: torch.Tensor) -> tuple[list[int], float, int]:
         rounds = RoundRecorder()
         kwargs: dict = {}
         if mode == "chain":
             kwargs = {"assistant_model": drafter, "streamer": rounds}
+        elif mode == "prompt-lookup":
+            kwargs = {"prompt_lookup_num_tokens": args.prompt_lookup_tokens, "streamer": rounds}
         elif mode != "plain":
+            drafter.generation_config.copy_only_tokens = copy_only[mode]
             kwargs = {
                 "custom_generate": coral_hf.tree_generate,
                 "drafter": drafter,
@@ -99,8 +114,8 @@ def main() -> None:
         tokens = output[0, input_ids.shape[1] :].tolist()
         return tokens, seconds, len(rounds.round_sizes) if mode != "plain" else len(tokens)
 
-    modes = ["plain", "chain", *settings]
-    prompts = load_prompts("sharegpt-heldout", limit=args.limit)
+    modes = ["plain", "chain", *(["prompt-lookup"] if args.prompt_lookup_tokens else []), *settings]
+    prompts = load_prompts(args.prompts, categories=args.categories, limit=args.limit)
     encoded = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": item.turns[0]}],
@@ -113,6 +128,8 @@ def main() -> None:
     for mode in modes:
         run(mode, encoded[0])  # warm-up
     speedups: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
+    by_category: dict[str, dict[str, list[float]]] = {}
+    per_prompt: list[dict] = []
     tokens = {mode: 0 for mode in modes}
     forwards = {mode: 0 for mode in modes}
     identical = {mode: 0 for mode in modes[1:]}
@@ -120,6 +137,7 @@ def main() -> None:
     for index, input_ids in enumerate(encoded):
         order = modes[index % len(modes) :] + modes[: index % len(modes)]
         results = {mode: run(mode, input_ids) for mode in order}
+        per_prompt.append({"id": prompts[index].id, "category": prompts[index].category, "modes": {}})
         plain_tokens, plain_seconds, _ = results["plain"]
         for mode, (output, seconds, target_forwards) in results.items():
             tokens[mode] += len(output)
@@ -127,6 +145,12 @@ def main() -> None:
             if mode == "plain":
                 continue
             speedups[mode].append((len(output) / seconds) / (len(plain_tokens) / plain_seconds))
+            by_category.setdefault(prompts[index].category, {}).setdefault(mode, []).append(speedups[mode][-1])
+            per_prompt[-1]["modes"][mode] = {
+                "tokens": len(output),
+                "forwards": target_forwards,
+                "speedup": round(speedups[mode][-1], 3),
+            }
             found = first_divergence(
                 target, tokenizer, input_ids, plain_tokens, output, prompt_id=str(index), turn=0, mode=mode
             )
@@ -135,6 +159,7 @@ def main() -> None:
         print(f"prompt {index + 1}/{len(encoded)} done", flush=True)
     report = {
         "dtype": args.dtype,
+        "prompt_set": args.prompts,
         "prompts": len(encoded),
         "max_new_tokens": args.max_new_tokens,
         "prompt_lookup_tokens": args.prompt_lookup_tokens,
@@ -148,6 +173,7 @@ def main() -> None:
                 "identical": identical[mode],
                 "ties": ties[mode],
                 **{name.removeprefix("tree_"): value for name, value in settings.get(mode, {}).items()},
+                **({"copy_only_tokens": copy_only[mode]} if copy_only.get(mode) else {}),
             }
             for mode in modes[1:]
         },
@@ -157,6 +183,14 @@ def main() -> None:
             f"{mode:>10}: tau {numbers['tau']:.2f}  speedup {numbers['speedup_median']:.2f}x  "
             f"identical {numbers['identical']}/{len(encoded)} (ties {numbers['ties']})"
         )
+    report["per_prompt"] = per_prompt
+    if len(by_category) > 1:
+        report["categories"] = {
+            category: {mode: round(statistics.median(values), 3) for mode, values in modes_.items()}
+            for category, modes_ in by_category.items()
+        }
+        for category, medians in report["categories"].items():
+            print(f"{category:>12}: " + "  ".join(f"{mode} {value:.2f}x" for mode, value in medians.items()))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")

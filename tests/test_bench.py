@@ -167,6 +167,7 @@ def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
         hybrid_tokens=4,
         decoding=("chain", "tree"),
         confidence_threshold=0.3,
+        copy_only_tokens=7,
         tree_overrides={"tree_total_tokens": 6, "tree_confidence_threshold": 0.2},
         draft_step_repetitions=0,
     )
@@ -180,7 +181,9 @@ def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
     assert summary["settings"]["tree_total_tokens"] == 6
     assert summary["settings"]["tree_confidence_threshold"] == 0.2
     assert summary["settings"]["confidence_threshold"] == 0.3
+    assert summary["settings"]["hybrid_copy_only_tokens"] == 7
     config = drafter.generation_config  # restored
+    assert config.copy_only_tokens == drafter.config.copy_only_tokens
     assert config.tree_total_tokens == drafter.config.tree_total_tokens
     assert config.tree_confidence_threshold == drafter.config.tree_confidence_threshold
     assert config.assistant_confidence_threshold == drafter.config.draft_confidence_threshold

@@ -198,19 +198,26 @@ def _repetitive_prompt(seed: int, vocab: int) -> torch.LongTensor:
     return torch.cat([phrase, _prompt(seed + 100, length=2, vocab=vocab), phrase, phrase[:, :2]], dim=1)
 
 
+def _assert_hybrid_identical(target, drafter, max_new_tokens: int, seeds: int = 6) -> dict[str, int]:
+    """Generate on repetitive prompts with and without the drafter, assert greedy identity, sum the drafter's stats."""
+    totals: dict[str, int] = {}
+    for seed in range(seeds):
+        prompt = _repetitive_prompt(seed, target.config.vocab_size)
+        plain = target.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False)
+        assisted = target.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, assistant_model=drafter)
+        assert torch.equal(plain, assisted), f"seed {seed}: {plain} != {assisted}"
+        for name, value in drafter.last_generation_stats.items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("copy_confidence", [0.0, 1.0])
 def test_hybrid_greedy_identical(family, copy_confidence):
     """Copied and drafted rounds mix, and every output equals plain greedy (copy_confidence=1 copies when it can)."""
     target = make_tiny_target(family)
     drafter = CoralDrafter.from_target(target, draft_length=4, prompt_lookup_tokens=4, copy_confidence=copy_confidence)
-    copied = 0
-    for seed in range(6):
-        prompt = _repetitive_prompt(seed, target.config.vocab_size)
-        plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
-        assisted = target.generate(prompt, max_new_tokens=30, do_sample=False, assistant_model=drafter)
-        assert torch.equal(plain, assisted), f"seed {seed}: {plain} != {assisted}"
-        copied += drafter.last_generation_stats["copied_rounds"]
+    copied = _assert_hybrid_identical(target, drafter, max_new_tokens=30)["copied_rounds"]
     if copy_confidence == 1.0:
         assert copied > 0
 
@@ -276,21 +283,37 @@ def test_copy_streak_skips_the_drafter_and_stays_lossless(family, monkeypatch):
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(CoralDrafter, "forward", counted)
-    calls, copy_only = {}, 0
+    calls, copy_only = {}, {}
     for after in (0, 1):
         drafter.generation_config.copy_only_after = after
         forwards["count"] = 0
-        for seed in range(6):
-            prompt = _repetitive_prompt(seed, target.config.vocab_size)
-            plain = target.generate(prompt, max_new_tokens=40, do_sample=False)
-            assisted = target.generate(prompt, max_new_tokens=40, do_sample=False, assistant_model=drafter)
-            assert torch.equal(plain, assisted), f"copy_only_after={after}, seed {seed}"
-            if after:
-                copy_only += drafter.last_generation_stats["copy_only_rounds"]
-            else:
-                assert drafter.last_generation_stats["copy_only_rounds"] == 0
+        copy_only[after] = _assert_hybrid_identical(target, drafter, max_new_tokens=40)["copy_only_rounds"]
         calls[after] = forwards["count"]
-    assert copy_only > 0
+    assert copy_only[0] == 0 < copy_only[1]
     assert calls[1] < calls[0]
     with pytest.raises(ValueError, match="copy_only_after must be >= 0"):
         CoralDrafter.from_target(target, copy_only_after=-1)
+
+
+def test_copy_only_rounds_propose_copy_only_tokens(monkeypatch):
+    """The chain's copy-only rounds copy up to `copy_only_tokens` (longer than `prompt_lookup_tokens`); still plain
+    greedy. The setting is validated like the others."""
+    import coral_hf.generation as generation
+
+    target = make_tiny_target("llama")
+    drafter = CoralDrafter.from_target(target, draft_length=4, prompt_lookup_tokens=4, copy_confidence=1.0)
+    lookup = generation.lookup_continuation
+    asked: list[int] = []
+
+    def recorded(sequence, max_ngram, num_tokens):
+        asked.append(num_tokens)
+        return lookup(sequence, max_ngram, num_tokens)
+
+    monkeypatch.setattr(generation, "lookup_continuation", recorded)
+    for copy_only_tokens in (None, 12):
+        drafter.generation_config.copy_only_tokens = copy_only_tokens
+        asked.clear()
+        copy_only = _assert_hybrid_identical(target, drafter, max_new_tokens=40)["copy_only_rounds"]
+        assert copy_only > 0 and max(asked) == (copy_only_tokens or 4)
+    with pytest.raises(ValueError, match="copy_only_tokens must be >= 1"):
+        CoralDrafter.from_target(target, copy_only_tokens=0)

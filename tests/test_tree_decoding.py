@@ -363,3 +363,33 @@ def test_tree_sampling_with_a_copy_branch_matches_target_distribution():
     exact_second = exact_second_token_distribution(target, prompt)
     second, _ = _sample_second_and_third(target, drafter, prompt, 2500, top_k=0)
     assert_counts_follow(second, exact_second)
+
+
+def test_copy_only_rounds_propose_copy_only_tokens(monkeypatch):
+    """Inside a streak of accepted copies the copy may be `copy_only_tokens` long (longer than the hybrid copy); the
+    output stays plain greedy."""
+    import coral_hf.tree_decoding as tree_decoding
+
+    target = make_tiny_target("qwen2")
+    drafter = CoralDrafter.from_target(target, prompt_lookup_tokens=4, copy_only_after=1)
+    lookup = tree_decoding.lookup_continuation
+    copies: list[tuple[int, int]] = []  # (tokens asked for, tokens copied)
+
+    def recorded(sequence, max_ngram, num_tokens):
+        copy = lookup(sequence, max_ngram, num_tokens)
+        copies.append((num_tokens, 0 if copy is None else copy.shape[0]))
+        return copy
+
+    monkeypatch.setattr(tree_decoding, "lookup_continuation", recorded)
+    longest = {}
+    for copy_only_tokens in (None, 12):
+        drafter.generation_config.copy_only_tokens = copy_only_tokens
+        copies.clear()
+        for seed in range(5):
+            phrase = _prompt(seed, length=12)
+            prompt = torch.cat([phrase, _prompt(seed + 100, length=2), phrase, phrase[:, :2]], dim=1)
+            plain = target.generate(prompt, max_new_tokens=30, do_sample=False)
+            assert torch.equal(plain, _tree(target, prompt, drafter, max_new_tokens=30, do_sample=False))
+        longest[copy_only_tokens] = max(copied for _, copied in copies)
+        assert max(asked for asked, _ in copies) == (copy_only_tokens or 4)
+    assert longest[None] <= 4 < longest[12]

@@ -134,6 +134,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "without a drafter forward; 0 always drafts too (default: the drafter's copy_only_after).",
     )
     generation.add_argument(
+        "--copy-only-tokens",
+        type=int,
+        metavar="N",
+        help="Hybrid modes: most tokens a copy-only round proposes (default: the drafter's copy_only_tokens, "
+        "else the copy length).",
+    )
+    generation.add_argument(
         "--decoding",
         default="chain",
         choices=("chain", "tree", "chain,tree"),
@@ -204,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 0:
             return fail(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.copy_only_tokens is not None and args.copy_only_tokens < 1:
+        return fail(f"--copy-only-tokens must be >= 1, got {args.copy_only_tokens}")
     for name in (
         "max_new_tokens",
         "draft_length",
@@ -274,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
         draft_length=args.draft_length,
         confidence_threshold=args.confidence_threshold,
         copy_only_after=args.copy_only_after,
+        copy_only_tokens=args.copy_only_tokens,
         decoding=("chain", "tree") if "tree" in args.decoding else ("chain",),
         tree_overrides={name: getattr(args, name) for name in TREE_SETTINGS if getattr(args, name) is not None},
         seed=args.seed,

@@ -502,6 +502,15 @@ def first_divergence(
     )
 
 
+def _copy_only_tokens_setting(drafter: CoralDrafter, hybrid_tokens: int | None) -> int | None:
+    """The copy-only length the hybrid modes run with: the drafter's setting, else the hybrid copy length."""
+    if not hybrid_tokens:
+        return None
+    value = getattr(drafter.generation_config, "copy_only_tokens", None)
+    value = getattr(drafter.config, "copy_only_tokens", None) if value is None else value
+    return int(hybrid_tokens if value is None else value)
+
+
 def run_bench(
     target: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -516,6 +525,7 @@ def run_bench(
     draft_length: int | None = None,
     confidence_threshold: float | None = None,
     copy_only_after: int | None = None,
+    copy_only_tokens: int | None = None,
     decoding: Sequence[str] = ("chain",),
     tree_overrides: Mapping[str, float] | None = None,
     seed: int = 0,
@@ -544,6 +554,7 @@ def run_bench(
         confidence_threshold: the chain's `assistant_confidence_threshold` (stop drafting below it), overriding the
             drafter's for the run.
         copy_only_after: the hybrid modes' `copy_only_after` (see `CoralConfig`), overriding the drafter's for the run.
+        copy_only_tokens: the hybrid modes' `copy_only_tokens` (see `CoralConfig`), overriding the drafter's.
         decoding: `("chain",)` runs the chain modes; with `"tree"` the drafter also decodes with its dynamic tree
             (the `tree` mode, and `tree_hybrid` with a prompt-lookup branch when `hybrid_tokens` is set), side by
             side with the chain in the same run.
@@ -577,12 +588,15 @@ def run_bench(
     original_lookup_tokens = getattr(drafter_config, "prompt_lookup_num_tokens", None)
     original_tree = {name: getattr(drafter_config, name, None) for name in TREE_SETTINGS}
     original_copy_only_after = getattr(drafter_config, "copy_only_after", None)
+    original_copy_only_tokens = getattr(drafter_config, "copy_only_tokens", None)
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
     if confidence_threshold is not None:
         drafter_config.assistant_confidence_threshold = float(confidence_threshold)
     if copy_only_after is not None:
         drafter_config.copy_only_after = int(copy_only_after)
+    if copy_only_tokens is not None:
+        drafter_config.copy_only_tokens = int(copy_only_tokens)
     for name, value in (tree_overrides or {}).items():
         if name not in TREE_SETTINGS:
             raise ValueError(f"Unknown tree setting {name!r}; expected one of {TREE_SETTINGS}.")
@@ -610,6 +624,7 @@ def run_bench(
         "hybrid_tokens": hybrid_tokens,
         "hybrid_copy_confidence": float(getattr(drafter_config, "copy_confidence", None) or 0.0),
         "hybrid_copy_only_after": resolved_copy_only_after(drafter),
+        "hybrid_copy_only_tokens": _copy_only_tokens_setting(drafter, hybrid_tokens),
         **(tree_settings(drafter) if "tree" in decoding else {}),
         "modes": list(modes),
         "order": "interleaved per turn, rotating",
@@ -670,6 +685,7 @@ def run_bench(
         drafter_config.assistant_confidence_threshold = original_threshold
         drafter_config.prompt_lookup_num_tokens = original_lookup_tokens
         drafter_config.copy_only_after = original_copy_only_after
+        drafter_config.copy_only_tokens = original_copy_only_tokens
         for name, value in original_tree.items():
             setattr(drafter_config, name, value)
     if hasattr(os, "getloadavg"):
