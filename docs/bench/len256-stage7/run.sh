@@ -1,6 +1,6 @@
 #!/bin/bash
 # Benchmarks of the shipped (stage-7) drafter at 256 new tokens per turn, fp32 then bf16 (2 threads, packed weights, auto drafter dtype).
-cd /work/main
+cd "$(dirname "$0")/../../.."
 common="--threads 2 --max-new-tokens 256 --draft-length 5 --hybrid-tokens 10 --decoding chain,tree --no-progress"
 for dtype in float32 bfloat16; do
   for set in "sharegpt-heldout --limit 3" "mtbench --limit 1" "humaneval --limit 6"; do
