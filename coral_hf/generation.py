@@ -62,7 +62,7 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
         self.copy_confidence = float(getattr(drafter.generation_config, "copy_confidence", None) or 0.0)
         self.copy_only_after = copy_only_after(drafter)
-        self.copy_only_tokens = copy_only_tokens(drafter) if self.lookup_tokens else 0
+        self.copy_only_tokens = copy_only_tokens(drafter, self.lookup_tokens)
         self.copy_streak = 0  # consecutive rounds whose copy the target accepted in full
         self.copy_end: int | None = None  # sequence length the last round's copy reached, None when it drafted
         self.rounds = 0
@@ -85,11 +85,6 @@ class CoralCandidateGenerator(CandidateGenerator):
         """Return `input_ids` extended by the draft and the `[1, draft_length, vocab]` logits it was drawn from."""
         num_tokens = self.num_draft_tokens if max_new_tokens is None else min(self.num_draft_tokens, max_new_tokens)
         num_tokens = max(num_tokens, 1)
-        # A copy costs no drafter work, so it may be longer than the draft length: up to `prompt_lookup_num_tokens`.
-        # transformers asks for fewer tokens than the draft length only at the end of the length budget, which then
-        # caps the copy too; otherwise it crops whatever the target accepts past its `max_length` or an EOS.
-        at_budget_end = num_tokens < self.num_draft_tokens
-        copy_tokens = min(self.lookup_tokens, num_tokens) if at_budget_end else self.lookup_tokens
         self.rounds += 1
         features = self.recorder.features
         if features is None and self.rounds > 1:
@@ -109,9 +104,15 @@ class CoralCandidateGenerator(CandidateGenerator):
         accepted_copy = self.copy_end is not None and input_ids.shape[1] > self.copy_end
         self.copy_streak = self.copy_streak + 1 if accepted_copy else 0
         self.copy_end = None
-        if 0 < self.copy_only_after <= self.copy_streak:  # a copy-only round, if a copy is found
-            copy_tokens = min(self.copy_only_tokens, num_tokens) if at_budget_end else self.copy_only_tokens
-        sequence, logits = self._draft(input_ids, num_tokens, copy_tokens)
+        in_streak = 0 < self.copy_only_after <= self.copy_streak  # a copy found this round is proposed alone
+        # A copy costs no drafter work, so it may be longer than the draft length: up to `prompt_lookup_num_tokens`
+        # (`copy_only_tokens` in a streak).
+        # transformers asks for fewer tokens than the draft length only at the end of the length budget, which then
+        # caps the copy too; otherwise it crops whatever the target accepts past its `max_length` or an EOS.
+        copy_tokens = self.copy_only_tokens if in_streak else self.lookup_tokens
+        if num_tokens < self.num_draft_tokens:
+            copy_tokens = min(copy_tokens, num_tokens)
+        sequence, logits = self._draft(input_ids, num_tokens, copy_tokens, in_streak)
         self.drafted += logits.shape[1]
         return sequence, logits
 
@@ -133,12 +134,12 @@ class CoralCandidateGenerator(CandidateGenerator):
         return sequence, self._one_hot_logits(copy)
 
     def _draft(
-        self, input_ids: torch.LongTensor, num_tokens: int, copy_tokens: int
+        self, input_ids: torch.LongTensor, num_tokens: int, copy_tokens: int, copy_only: bool
     ) -> tuple[torch.LongTensor, torch.FloatTensor]:
         offset = self.recorder.offset
         verified = input_ids.shape[1] - 1  # positions 0..n-2 have target features
         copy = lookup_continuation(input_ids[0], self.lookup_ngram, copy_tokens) if self.lookup_tokens else None
-        if copy is not None and 0 < self.copy_only_after <= self.copy_streak:
+        if copy is not None and copy_only:
             self.copy_only_rounds += 1  # a streak of accepted copies: no drafter forward this round
             return self._copied(input_ids, copy)
         predicted = catch_up(self.drafter, self.cache, input_ids)
@@ -208,15 +209,16 @@ def copy_only_after(drafter: CoralDrafter) -> int:
     return int(drafter.config.copy_only_after if value is None else value)
 
 
-def copy_only_tokens(drafter: CoralDrafter) -> int:
-    """The drafter's `copy_only_tokens` (see [`CoralConfig`]): its generation config's, else its config's, else its
-    prompt-lookup length (also for drafters saved before the setting existed); 0 when it does not copy."""
+def copy_only_tokens(drafter: CoralDrafter, lookup_tokens: int) -> int:
+    """The drafter's `copy_only_tokens` (see [`CoralConfig`]) for copies of `lookup_tokens`: its generation config's,
+    else its config's, else `lookup_tokens` (also for drafters saved before the setting existed); 0 when
+    `lookup_tokens` is 0 (no copies)."""
+    if not lookup_tokens:
+        return 0
     value = getattr(drafter.generation_config, "copy_only_tokens", None)
     if value is None:
         value = getattr(drafter.config, "copy_only_tokens", None)
-    if value is None:
-        value = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
-    return int(value or 0)
+    return int(lookup_tokens if value is None else value)
 
 
 def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: int) -> torch.LongTensor | None:

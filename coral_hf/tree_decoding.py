@@ -149,7 +149,7 @@ class TreeDecoder:
         self.lookup_tokens = int(lookup_tokens or 0)
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
         self.copy_only_after = copy_only_after(drafter)
-        self.copy_only_tokens = copy_only_tokens(drafter) if self.lookup_tokens else 0
+        self.copy_only_tokens = copy_only_tokens(drafter, self.lookup_tokens)
         self.copy_streak = 0  # consecutive rounds whose copy branch was accepted to its end
         self.copy_only_rounds = 0
         self.target_cache = DynamicCache()

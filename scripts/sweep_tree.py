@@ -96,12 +96,12 @@ def main() -> None:
     def run(mode: str, input_ids: torch.Tensor) -> tuple[list[int], float, int]:
         rounds = RoundRecorder()
         kwargs: dict = {}
+        drafter.generation_config.copy_only_tokens = copy_only.get(mode)  # the chain keeps the drafter's default
         if mode == "chain":
             kwargs = {"assistant_model": drafter, "streamer": rounds}
         elif mode == "prompt-lookup":
             kwargs = {"prompt_lookup_num_tokens": args.prompt_lookup_tokens, "streamer": rounds}
         elif mode != "plain":
-            drafter.generation_config.copy_only_tokens = copy_only[mode]
             kwargs = {
                 "custom_generate": coral_hf.tree_generate,
                 "drafter": drafter,

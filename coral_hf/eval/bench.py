@@ -41,6 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
 from ..generation import copy_only_after as resolved_copy_only_after
+from ..generation import copy_only_tokens as resolved_copy_only_tokens
 from ..modeling_coral import CoralDrafter
 from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
 from .prompts import PromptItem
@@ -502,15 +503,6 @@ def first_divergence(
     )
 
 
-def _copy_only_tokens_setting(drafter: CoralDrafter, hybrid_tokens: int | None) -> int | None:
-    """The copy-only length the hybrid modes run with: the drafter's setting, else the hybrid copy length."""
-    if not hybrid_tokens:
-        return None
-    value = getattr(drafter.generation_config, "copy_only_tokens", None)
-    value = getattr(drafter.config, "copy_only_tokens", None) if value is None else value
-    return int(hybrid_tokens if value is None else value)
-
-
 def run_bench(
     target: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -624,7 +616,7 @@ def run_bench(
         "hybrid_tokens": hybrid_tokens,
         "hybrid_copy_confidence": float(getattr(drafter_config, "copy_confidence", None) or 0.0),
         "hybrid_copy_only_after": resolved_copy_only_after(drafter),
-        "hybrid_copy_only_tokens": _copy_only_tokens_setting(drafter, hybrid_tokens),
+        "hybrid_copy_only_tokens": resolved_copy_only_tokens(drafter, hybrid_tokens) if hybrid_tokens else None,
         **(tree_settings(drafter) if "tree" in decoding else {}),
         "modes": list(modes),
         "order": "interleaved per turn, rotating",
