@@ -4,11 +4,13 @@
     python scripts/sweep_tree.py --dtype float32 --settings 4,3,2 8,4,2 16,5,4 --json tree-sweep-fp32.json
     python scripts/sweep_tree.py --prompt-lookup-tokens 10 --settings 8,3,2 16,4,4 --json tree-sweep-copies.json
     python scripts/sweep_tree.py --settings 8,3,2 10,6,2,0.3 --json tree-sweep-confidence.json
+    python scripts/sweep_tree.py --prompt-lookup-tokens 10 --settings 8,3,2,0,4 6,3,2,0,2 --json tree-sweep-cap.json
     python scripts/sweep_tree.py --prompts mtbench --prompt-lookup-tokens 10 --settings 8,3,2 --copy-only-tokens 10 20
 
 Each prompt (first turns of the held-out ShareGPT prompts) is generated greedily with plain `generate`, the chain
 drafter (`assistant_model=`) and every tree setting `total,depth,top_k[,confidence_threshold]`
-(`coral_hf.tree_generate`; the threshold defaults to 0, every level expanded), in a rotating order after a warm-up;
+(`coral_hf.tree_generate`; the threshold defaults to 0, every level expanded; the fifth field caps a copy branch
+that does not start with the drafter's top-1, `tree_unmatched_copy_tokens`), in a rotating order after a warm-up;
 speedups are medians over prompts of per-prompt ratios, tau pools all rounds. Every output is checked against plain
 greedy (ties at the dtype's resolution are counted apart, as in `coral-hf bench`). By default the drafter runs alone;
 `--prompt-lookup-tokens N` adds the copy branch of up to N tokens (and the chain's hybrid copies), as the shipped
@@ -41,17 +43,21 @@ DEFAULT_SETTINGS = ("8,4,2", "16,5,4", "24,6,4", "32,6,8", "48,7,8", "64,8,10")
 
 
 def _parse_setting(text: str) -> dict[str, float]:
-    """`"10,6,2,0.3"` -> the `tree_generate` keyword arguments of that tree (the threshold is optional)."""
+    """`"10,6,2,0.3,4"` -> the `tree_generate` keyword arguments of that tree (threshold and unmatched-copy cap are
+    optional: 0 and the drafter's own)."""
     parts = text.split(",")
-    if len(parts) not in (3, 4):
-        raise SystemExit(f"error: tree setting {text!r} is not TOTAL,DEPTH,TOP_K[,THRESHOLD]")
+    if len(parts) not in (3, 4, 5):
+        raise SystemExit(f"error: tree setting {text!r} is not TOTAL,DEPTH,TOP_K[,THRESHOLD[,UNMATCHED_COPY]]")
     total, depth, top_k = (int(part) for part in parts[:3])
-    return {
+    setting = {
         "tree_total_tokens": total,
         "tree_depth": depth,
         "tree_top_k": top_k,
-        "tree_confidence_threshold": float(parts[3]) if len(parts) == 4 else 0.0,
+        "tree_confidence_threshold": float(parts[3]) if len(parts) >= 4 else 0.0,
     }
+    if len(parts) == 5:
+        setting["tree_unmatched_copy_tokens"] = int(parts[4])
+    return setting
 
 
 def main() -> None:
@@ -64,7 +70,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2, help="Prompts per category.")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument(
-        "--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="TOTAL,DEPTH,TOP_K[,THRESHOLD]"
+        "--settings",
+        nargs="+",
+        default=list(DEFAULT_SETTINGS),
+        metavar="TOTAL,DEPTH,TOP_K[,THRESHOLD[,UNMATCHED_COPY]]",
     )
     parser.add_argument(
         "--prompt-lookup-tokens", type=int, default=0, metavar="N", help="Copy branch length (0: drafter alone)."
