@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from coral_hf.commands import bench as bench_command
+from coral_hf.eval import bench as bench_module
 from coral_hf.eval.bench import (
     DRAFTER,
     HYBRID,
@@ -217,6 +218,40 @@ def test_run_bench_sampling_skips_identity_check(pair, tokenizer, question_file)
     assert 1.0 <= summary["tau"] <= 3.0
     assert drafter.generation_config.num_assistant_tokens != 2  # the override is undone after the run
     assert "temperature 0.8" in format_table(result)
+
+
+def test_repeats_keep_the_median_call_of_each_mode(pair, tokenizer, question_file, monkeypatch):
+    """--repeats N times every mode N times per turn, interleaved, and keeps the call of median duration."""
+    target, drafter = pair
+    prompts = load_prompts(str(question_file), categories=["coding"])
+    calls: dict[str, list] = {}
+    original = bench_module._Runner.__call__
+
+    def recording(self, mode, input_ids, seed):
+        run = original(self, mode, input_ids, seed)
+        calls.setdefault(mode, []).append(run)
+        return run
+
+    monkeypatch.setattr(bench_module._Runner, "__call__", recording)
+    result = run_bench(
+        target,
+        tokenizer,
+        drafter,
+        prompts,
+        max_new_tokens=8,
+        warmup=0,
+        repeats=3,
+        prompt_lookup_tokens=None,
+        draft_step_repetitions=0,
+    )
+    assert result.settings["repeats"] == 3
+    for mode in (PLAIN, DRAFTER):
+        assert len(calls[mode]) == 3  # one turn, three timed calls
+        (kept,) = result.prompts[0].runs[mode]
+        assert kept is sorted(calls[mode], key=lambda run: run.seconds)[1]
+    assert result.prompts[0].identical[DRAFTER] == 1
+    with pytest.raises(ValueError, match="repeats"):
+        run_bench(target, tokenizer, drafter, prompts, repeats=0)
 
 
 def test_divergence_reports_position_and_logit_gap(pair, tokenizer):

@@ -176,6 +176,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Untimed warm-up generations per mode before measuring (default: 1).",
     )
     measurement.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Time every mode N times per turn, interleaved, and keep the median call: steadier speedups on a "
+        "noisy machine, for N times the run time (default: 1).",
+    )
+    measurement.add_argument(
         "--draft-step-repetitions",
         type=int,
         default=100,
@@ -220,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         "tree_total_tokens",
         "tree_depth",
         "tree_top_k",
+        "repeats",
     ):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -276,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         warmup=args.warmup,
+        repeats=args.repeats,
         prompt_lookup_tokens=None if args.no_prompt_lookup else args.prompt_lookup_tokens,
         hybrid_tokens=(args.hybrid_tokens or None)
         if args.hybrid_tokens is not None

@@ -512,6 +512,7 @@ def run_bench(
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     warmup: int = 1,
+    repeats: int = 1,
     prompt_lookup_tokens: int | None = 10,
     hybrid_tokens: int | None = None,
     draft_length: int | None = None,
@@ -527,7 +528,8 @@ def run_bench(
 ) -> BenchResult:
     """Benchmark `drafter` against plain decoding (and prompt-lookup decoding) on `prompts`.
 
-    Every turn of every prompt is generated once per mode, in a rotating order, from identical inputs. Later turns
+    Every turn of every prompt is generated once per mode (`repeats` times with `repeats` > 1), in a rotating order,
+    from identical inputs. Later turns
     of a multi-turn prompt see the plain run's earlier answers as history in every mode, so inputs stay identical.
 
     Args:
@@ -538,6 +540,9 @@ def run_bench(
         max_new_tokens: generation budget per turn (generation also stops at EOS).
         temperature: 0 = greedy with the lossless check; > 0 = pure temperature sampling (no identity check).
         warmup: untimed warm-up generations per mode, on the first prompt, before measuring.
+        repeats: timed generations per mode and turn, interleaved (every mode once, then again, each pass in a new
+            rotation); the call with the median time is kept. One call of a turn can read ~10% off on a shared
+            machine, so repeats steady per-turn speedups at the price of a run `repeats` times as long.
         prompt_lookup_tokens: `prompt_lookup_num_tokens` of the prompt-lookup baseline; `None` skips that mode.
         hybrid_tokens: also run the drafter with prompt-lookup copies of up to this many tokens (the `hybrid` mode,
             `drafter.generation_config.prompt_lookup_num_tokens`); `None` skips it. The `drafter` mode always runs
@@ -563,6 +568,8 @@ def run_bench(
         raise ValueError("No prompts to benchmark.")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     modes = (PLAIN, DRAFTER)
     modes += (PROMPT_LOOKUP,) if prompt_lookup_tokens is not None else ()
     modes += (HYBRID,) if hybrid_tokens is not None else ()
@@ -607,6 +614,7 @@ def run_bench(
         "sampling": "temperature only (top_k=0, top_p=1)" if temperature > 0 else "greedy",
         "lossless_check": lossless_check,
         "warmup": warmup,
+        "repeats": repeats,
         "seed": seed,
         "draft_length": int(drafter_config.num_assistant_tokens),
         "drafter_head": drafter.head_mode,
@@ -645,13 +653,17 @@ def run_bench(
             for turn, text in enumerate(item.turns):
                 history.append({"role": "user", "content": text})
                 input_ids = _encode(tokenizer, history, device)
-                order = modes[counter % len(modes) :] + modes[: counter % len(modes)]
                 turn_seed = seed + 1000 * len(results) + turn
-                for mode in order:
-                    run = runner(mode, input_ids, turn_seed)
+                calls: dict[str, list[TurnRun]] = {mode: [] for mode in modes}
+                for _ in range(repeats):
+                    order = modes[counter % len(modes) :] + modes[: counter % len(modes)]
+                    for mode in order:
+                        calls[mode].append(runner(mode, input_ids, turn_seed))
+                    counter += 1
+                for mode, runs in calls.items():
+                    run = sorted(runs, key=lambda call: call.seconds)[len(runs) // 2]
                     result.runs[mode].append(run)
                     result.responses[mode].append(tokenizer.decode(run.token_ids, skip_special_tokens=True))
-                counter += 1
                 if lossless_check:
                     result.compared += 1
                     plain_ids = result.runs[PLAIN][-1].token_ids
