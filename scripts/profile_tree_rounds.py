@@ -1,0 +1,145 @@
+"""Where a tree-decoding round's time goes, in plain decoding steps, beside plain generate and prompt lookup.
+
+    python scripts/profile_tree_rounds.py --prompts humaneval --limit 6
+    python scripts/profile_tree_rounds.py --prompts mtbench --categories extraction --limit 10 --settings 8,3,2 6,3,2
+
+For each prompt (first turns), greedy, 256 new tokens by default: plain `generate`, tree decoding with the drafter's
+shipped settings (copies included) and transformers' prompt lookup, one after the other. Reports the time of each
+mode summed over prompts (ratios of totals, so long answers weigh more than in `coral-hf bench`'s medians), the
+tree's rounds split into drafting (`TreeDecoder.build_tree`: drafter forwards and tree building), verification (the
+target forward and the acceptance walk) and cache compaction, each in plain steps (the plain call's seconds per
+token, prefill included: the tree's own prefill shows up under "rest"), and how many draft tokens each round
+accepted. A maintainer's tool for deciding what to make cheaper: `coral-hf bench` is the measurement of record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import coral_hf
+from coral_hf.commands import resolve_drafter_dtype_argument, resolve_pack_weights_argument
+from coral_hf.eval.bench import machine_info
+from coral_hf.eval.prompts import load_prompts
+from coral_hf.tree_decoding import TreeDecoder
+
+PHASES = ("build_tree", "verify", "commit")
+
+
+def _timed(seconds: dict[str, float], accepted: collections.Counter, sizes: collections.Counter) -> None:
+    """Wrap the TreeDecoder phases so each call adds its wall time (and the verified tree's size and accepted path)."""
+    for name in PHASES:
+        method = getattr(TreeDecoder, name)
+
+        def wrapper(self, *args, _method=method, _name=name, **kwargs):
+            start = time.perf_counter()
+            result = _method(self, *args, **kwargs)
+            seconds[_name] += time.perf_counter() - start
+            if _name == "verify":
+                accepted[len(result[0]) - 1] += 1
+                sizes[len(args[1])] += 1
+            return result
+
+        setattr(TreeDecoder, name, wrapper)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--drafter", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", default="humaneval")
+    parser.add_argument("--categories", nargs="+")
+    parser.add_argument("--limit", type=int, default=6, help="Prompts per category.")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument(
+        "--settings", nargs="+", metavar="TOTAL,DEPTH,TOP_K", help="Tree sizes to profile (default: the drafter's)."
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pack, _ = resolve_pack_weights_argument("auto")
+    target, tokenizer = coral_hf.load_target(
+        "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
+    )
+    drafter_dtype, _ = resolve_drafter_dtype_argument("auto", target.dtype)
+    drafter = coral_hf.load_drafter(args.drafter, target=target, dtype=drafter_dtype)
+    if pack:
+        coral_hf.pack_linear_weights(drafter)
+    lookup_tokens = int(drafter.generation_config.prompt_lookup_num_tokens or 10)
+    seconds: dict[str, float] = collections.defaultdict(float)
+    accepted: collections.Counter = collections.Counter()
+    sizes: collections.Counter = collections.Counter()
+    _timed(seconds, accepted, sizes)
+
+    prompts = load_prompts(args.prompts, categories=args.categories, limit=args.limit)
+    encoded = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": item.turns[0]}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
+        for item in prompts
+    ]
+
+    def generate(input_ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        output = target.generate(input_ids, max_new_tokens=args.max_new_tokens, do_sample=False, **kwargs)
+        return output[0, input_ids.shape[1] :], time.perf_counter() - start
+
+    settings = [tuple(int(part) for part in text.split(",")) for text in args.settings or ["0,0,0"]]
+    report = {"prompt_set": args.prompts, "prompts": len(encoded), "dtype": args.dtype, "runs": []}
+    generate(encoded[0])  # warm-up
+    for total, depth, top_k in settings:
+        tree = {"custom_generate": coral_hf.tree_generate, "drafter": drafter}
+        if total:
+            tree.update(tree_total_tokens=total, tree_depth=depth, tree_top_k=top_k)
+        generate(encoded[0], **tree)
+        for counter in (seconds, accepted, sizes):
+            counter.clear()
+        totals = collections.Counter()
+        for input_ids in encoded:
+            plain, plain_seconds = generate(input_ids)
+            output, tree_seconds = generate(input_ids, **tree)
+            _, lookup_seconds = generate(input_ids, prompt_lookup_num_tokens=lookup_tokens)
+            if not torch.equal(plain, output):
+                raise SystemExit("error: tree decoding changed the output; profile a lossless configuration.")
+            totals.update(drafter._candidate_generator.stats())
+            totals.update(tokens=len(plain))
+            for name, value in (("plain", plain_seconds), ("tree", tree_seconds), ("lookup", lookup_seconds)):
+                totals[name] += value
+        step = totals["plain"] / totals["tokens"]
+        rounds = totals["rounds"]
+        per_round = {name: round(seconds[name] / rounds / step, 3) for name in PHASES}
+        per_round["rest"] = round((totals["tree"] - sum(seconds.values())) / rounds / step, 3)
+        label = f"{total},{depth},{top_k}" if total else "shipped"
+        run = {
+            "tree": label,
+            "tokens": totals["tokens"],
+            "plain_ms_per_token": round(step * 1000, 2),
+            "speedup_tree": round(totals["plain"] / totals["tree"], 3),
+            "speedup_prompt_lookup": round(totals["plain"] / totals["lookup"], 3),
+            "tau": round(totals["tokens"] / (rounds + len(encoded)), 3),
+            "rounds": rounds,
+            "copy_only_rounds": totals["copy_only_rounds"],
+            "drafter_forwards_per_round": round(totals["drafter_forwards"] / rounds, 2),
+            "round_cost_in_plain_steps": per_round,
+            "accepted_per_round": dict(sorted(accepted.items())),
+            "tree_sizes": dict(sorted(sizes.items())),
+        }
+        report["runs"].append(run)
+        print(json.dumps(run))
+    report["machine"] = machine_info(torch.device("cpu"))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
