@@ -24,7 +24,7 @@ import torch
 
 import coral_hf
 from coral_hf.commands import resolve_drafter_dtype_argument, resolve_pack_weights_argument
-from coral_hf.eval.bench import machine_info
+from coral_hf.eval.bench import encode_chat, machine_info
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.tree_decoding import TreeDecoder
 
@@ -78,15 +78,7 @@ def main() -> None:
     _timed(seconds, accepted, sizes)
 
     prompts = load_prompts(args.prompts, categories=args.categories, limit=args.limit)
-    encoded = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": item.turns[0]}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )["input_ids"]
-        for item in prompts
-    ]
+    encoded = [encode_chat(tokenizer, [{"role": "user", "content": item.turns[0]}]) for item in prompts]
 
     def generate(input_ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()

@@ -36,7 +36,7 @@ from coral_hf.commands import (
     resolve_drafter_dtype_argument,
     resolve_pack_weights_argument,
 )
-from coral_hf.eval.bench import RoundRecorder, first_divergence, machine_info
+from coral_hf.eval.bench import RoundRecorder, encode_chat, first_divergence, machine_info
 from coral_hf.eval.prompts import load_prompts
 
 DEFAULT_SETTINGS = ("8,4,2", "16,5,4", "24,6,4", "32,6,8", "48,7,8", "64,8,10")
@@ -125,15 +125,7 @@ def main() -> None:
 
     modes = ["plain", "chain", *(["prompt-lookup"] if args.prompt_lookup_tokens else []), *settings]
     prompts = load_prompts(args.prompts, categories=args.categories, limit=args.limit)
-    encoded = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": item.turns[0]}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )["input_ids"]
-        for item in prompts
-    ]
+    encoded = [encode_chat(tokenizer, [{"role": "user", "content": item.turns[0]}]) for item in prompts]
     for mode in modes:
         run(mode, encoded[0])  # warm-up
     speedups: dict[str, list[float]] = {mode: [] for mode in modes[1:]}

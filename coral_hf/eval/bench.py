@@ -354,7 +354,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], device: torch.device) -> torch.Tensor:
+def encode_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """`[1, length]` input ids of a chat (`messages`) with the generation prompt, as every benchmark mode sees it."""
     if tokenizer.chat_template is None:
         raise ValueError(
             "The benchmark formats prompts with the tokenizer's chat template, and this tokenizer has none. "
@@ -635,7 +638,7 @@ def run_bench(
     results: list[PromptResult] = []
     divergences: list[Divergence] = []
     try:
-        warmup_ids = _encode(tokenizer, [{"role": "user", "content": prompts[0].turns[0]}], device)
+        warmup_ids = encode_chat(tokenizer, [{"role": "user", "content": prompts[0].turns[0]}], device)
         for index in range(warmup):
             for mode in modes:
                 runner(mode, warmup_ids, seed + index)
@@ -652,7 +655,7 @@ def run_bench(
             history: list[dict[str, str]] = []
             for turn, text in enumerate(item.turns):
                 history.append({"role": "user", "content": text})
-                input_ids = _encode(tokenizer, history, device)
+                input_ids = encode_chat(tokenizer, history, device)
                 turn_seed = seed + 1000 * len(results) + turn
                 calls: dict[str, list[TurnRun]] = {mode: [] for mode in modes}
                 for _ in range(repeats):
@@ -735,6 +738,7 @@ __all__ = [
     "RoundRecorder",
     "TurnRun",
     "aggregate",
+    "encode_chat",
     "first_divergence",
     "followeval_summary",
     "is_numerical_tie",
