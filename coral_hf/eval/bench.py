@@ -532,8 +532,8 @@ def run_bench(
     """Benchmark `drafter` against plain decoding (and prompt-lookup decoding) on `prompts`.
 
     Every turn of every prompt is generated once per mode (`repeats` times with `repeats` > 1), in a rotating order,
-    from identical inputs. Later turns
-    of a multi-turn prompt see the plain run's earlier answers as history in every mode, so inputs stay identical.
+    from identical inputs. Later turns of a multi-turn prompt see the plain run's earlier answers as history in every
+    mode, so inputs stay identical.
 
     Args:
         target: the causal LM (batch size 1; its device and dtype are used as they are).
