@@ -85,12 +85,12 @@ def main() -> None:
         output = target.generate(input_ids, max_new_tokens=args.max_new_tokens, do_sample=False, **kwargs)
         return output[0, input_ids.shape[1] :], time.perf_counter() - start
 
-    settings = [tuple(int(part) for part in text.split(",")) for text in args.settings or ["0,0,0"]]
     report = {"prompt_set": args.prompts, "prompts": len(encoded), "dtype": args.dtype, "runs": []}
     generate(encoded[0])  # warm-up
-    for total, depth, top_k in settings:
+    for label in args.settings or ["shipped"]:
         tree = {"custom_generate": coral_hf.tree_generate, "drafter": drafter}
-        if total:
+        if label != "shipped":
+            total, depth, top_k = (int(part) for part in label.split(","))
             tree.update(tree_total_tokens=total, tree_depth=depth, tree_top_k=top_k)
         generate(encoded[0], **tree)
         for counter in (seconds, accepted, sizes):
@@ -102,7 +102,7 @@ def main() -> None:
             _, lookup_seconds = generate(input_ids, prompt_lookup_num_tokens=lookup_tokens)
             if not torch.equal(plain, output):
                 raise SystemExit("error: tree decoding changed the output; profile a lossless configuration.")
-            totals.update(drafter._candidate_generator.stats())
+            totals.update(drafter.last_generation_stats)
             totals.update(tokens=len(plain))
             for name, value in (("plain", plain_seconds), ("tree", tree_seconds), ("lookup", lookup_seconds)):
                 totals[name] += value
@@ -110,7 +110,6 @@ def main() -> None:
         rounds = totals["rounds"]
         per_round = {name: round(seconds[name] / rounds / step, 3) for name in PHASES}
         per_round["rest"] = round((totals["tree"] - sum(seconds.values())) / rounds / step, 3)
-        label = f"{total},{depth},{top_k}" if total else "shipped"
         run = {
             "tree": label,
             "tokens": totals["tokens"],
