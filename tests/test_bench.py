@@ -353,6 +353,71 @@ def test_tie_classification_by_dtype_resolution():
     assert not is_numerical_tie(2.0, 1.9, torch.bfloat16)  # 0.1 is > 2 units (0.0156 each) at magnitude 2
 
 
+def test_low_precision_tie_is_judged_on_the_scores_each_call_chose_by(pair, tokenizer):
+    import copy
+
+    target = copy.deepcopy(pair[0]).to(torch.bfloat16)
+    input_ids = torch.tensor([[5, 6, 7]])
+    plain = target.generate(input_ids, max_new_tokens=3, do_sample=False)[0, 3:].tolist()
+    a, b, c = plain[1], (plain[1] + 1) % len(tokenizer), (plain[1] + 2) % len(tokenizer)
+    other = [plain[0], b, *plain[2:]]
+
+    def scores(**row: float) -> torch.Tensor:
+        """Three positions of scores; position 1 holds `row` ({a, b, c}: logit), everything else far below."""
+        table = torch.full((3, len(tokenizer)), -10.0)
+        table[0, plain[0]] = 1.0
+        for token, value in zip((a, b, c), (row["a"], row["b"], row.get("c", -10.0)), strict=True):
+            table[1, token] = value
+        return table
+
+    def check(plain_row: dict, other_row: dict):
+        return first_divergence(
+            target,
+            tokenizer,
+            input_ids,
+            plain,
+            other,
+            prompt_id="p",
+            turn=0,
+            mode=DRAFTER,
+            plain_scores=scores(**plain_row),
+            other_scores=scores(**other_row),
+        )
+
+    # Each call ranks the pair one unit apart (0.125 at 20 in bf16), the opposite ways round: rounding.
+    found = check({"a": 20.125, "b": 20.0}, {"a": 20.0, "b": 20.125})
+    assert found.tie and (found.plain_call_gap, found.speculative_call_gap) == (0.125, 0.125)
+    assert not check({"a": 21.0, "b": 20.0}, {"a": 20.0, "b": 20.125}).tie  # plain had it by eight units
+    assert not check({"a": 20.125, "b": 20.0}, {"a": 20.0, "b": 21.0}).tie  # the speculative call by eight
+    assert not check({"a": 20.125, "b": 20.0}, {"a": 20.0, "b": 20.125, "c": 22.0}).tie  # not its argmax: a bug
+    assert not check({"a": 20.0, "b": 20.125}, {"a": 20.0, "b": 20.125}).tie  # plain did not take its argmax
+    fp32 = first_divergence(
+        pair[0], tokenizer, input_ids, plain, other, prompt_id="p", turn=0, mode=DRAFTER,
+        plain_scores=scores(a=20.0, b=20.0), other_scores=scores(a=20.0, b=20.0),
+    )  # fmt: skip
+    assert not fp32.tie  # float32 stays strict
+
+
+def test_low_precision_runs_keep_the_scores_that_chose_each_token(pair, tokenizer):
+    import copy
+
+    target = copy.deepcopy(pair[0]).to(torch.bfloat16)
+    drafter = copy.deepcopy(pair[1]).to(torch.bfloat16).attach(target)
+    runner = bench_module._Runner(
+        target, drafter, max_new_tokens=8, temperature=0.0, prompt_lookup_tokens=3, hybrid_tokens=3, keep_scores=True
+    )
+    input_ids = torch.tensor([[5, 6, 7, 5, 6]])
+    for mode in (PLAIN, DRAFTER, PROMPT_LOOKUP, TREE_HYBRID):
+        run = runner(mode, input_ids, seed=0)
+        assert run.scores.shape == (run.new_tokens, len(tokenizer))
+        assert run.scores.argmax(dim=-1).tolist() == run.token_ids  # greedy: each token is its row's argmax
+    result = run_bench(
+        target, tokenizer, drafter, load_prompts("mtbench", limit=1)[:1], max_new_tokens=6, warmup=0,
+        prompt_lookup_tokens=None, draft_step_repetitions=0,
+    )  # fmt: skip
+    assert all(run.scores is None for runs in result.prompts[0].runs.values() for run in runs)  # freed once checked
+
+
 def test_dtype_auto_follows_native_bf16():
     from coral_hf.targets import native_bf16, resolve_dtype
 

@@ -100,6 +100,19 @@ def run(args: argparse.Namespace) -> int:
         output = target.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False, **kwargs)
         return output, time.perf_counter() - start
 
+    def scores_of(inputs: dict, token_ids: list[int], **kwargs) -> torch.Tensor | None:
+        """The scores a call chose its tokens by (rerun untimed); None if the rerun does not repeat `token_ids`."""
+        output = target.generate(
+            **inputs,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_scores=True,
+            **kwargs,
+        )
+        repeated = output.sequences[0, inputs["input_ids"].shape[1] :].tolist() == token_ids
+        return torch.cat(output.scores).float() if repeated else None
+
     def decode(mode: str, rounds: RoundRecorder) -> dict:
         """generate() arguments of a decoding mode: the drafter's chain, or its dynamic tree."""
         if mode == "tree":  # transformers does not hand `streamer=` to a custom_generate callable
@@ -134,15 +147,22 @@ def run(args: argparse.Namespace) -> int:
             identical = torch.equal(plain, assisted)
             verdict = "identical" if identical else "DIFFERENT"
             if not identical:  # in bf16 a numerical tie may part them; anything else is a failure
+                plain_ids, assisted_ids = plain[0, prompt_length:].tolist(), assisted[0, prompt_length:].tolist()
+                plain_scores = assisted_scores = None
+                if dtype not in (torch.float32, torch.float64):  # judge the tie on the scores each call chose by
+                    plain_scores = scores_of(inputs, plain_ids)
+                    assisted_scores = scores_of(inputs, assisted_ids, **decode(mode, RoundRecorder()))
                 found = first_divergence(
                     target,
                     tokenizer,
                     inputs["input_ids"],
-                    plain[0, prompt_length:].tolist(),
-                    assisted[0, prompt_length:].tolist(),
+                    plain_ids,
+                    assisted_ids,
                     prompt_id=prompt,
                     turn=0,
                     mode=mode,
+                    plain_scores=plain_scores,
+                    other_scores=assisted_scores,
                 )
                 verdict = f"tie at token {found.position} ({found.dtype} resolution)" if found.tie else "DIFFERENT"
                 ties += int(found.tie)

@@ -14,7 +14,10 @@ Measurement rules (DESIGN.md section 5), because the machines this runs on are s
   `drafter.last_generation_stats["rounds"]`.
 - Greedy outputs of the assisted modes are compared token by token with plain greedy decoding; the first divergence
   is reported with the target's top-2 logit gap at that position (a tiny gap points to floating-point noise between
-  one-token and multi-token target forwards, a large one to a bug).
+  one-token and multi-token target forwards, a large one to a bug). float32 is strict: any difference fails. In
+  bfloat16 / float16 every call keeps the scores it chose its tokens by (`output_scores`), and a divergence is a
+  numerical tie only when each call took its own argmax and ranks the two tokens within two units in the last place
+  of the dtype, the opposite ways round (`first_divergence`).
 
 Library use: `run_bench(target, tokenizer, drafter, prompts, max_new_tokens=..., ...)` returns a [`BenchResult`],
 whose `summary()` is the JSON written by `coral-hf bench --json`.
@@ -95,7 +98,8 @@ class TurnRun:
 
     `first_seconds` is the time to the first streamed tokens (the target's forward over the prompt: prefill plus, in
     assisted modes, the first round's draft) and `first_tokens` how many that forward produced; the rest of the
-    call is the decoding phase that speculation speeds up.
+    call is the decoding phase that speculation speeds up. `scores` (`[new_tokens, vocab]`, kept only where the
+    lossless check needs them) are the processed logits the call chose each token by.
     """
 
     token_ids: list[int]
@@ -104,6 +108,7 @@ class TurnRun:
     round_sizes: list[int] = field(default_factory=list)
     first_seconds: float = 0.0
     first_tokens: int = 0
+    scores: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def new_tokens(self) -> int:
@@ -124,6 +129,8 @@ class Divergence:
 
     `position` indexes the generated tokens of that turn. `top2_logit_gap` is the target's top-1 minus top-2 logit at
     that position (computed on the plain prefix, one full forward); `logit_gap` is plain token minus other token.
+    `plain_call_gap` and `speculative_call_gap` are the same pair's gaps in the scores each call chose by (plain
+    token minus other token in the plain call, other minus plain in the speculative one), when the calls kept them.
     """
 
     prompt_id: str
@@ -139,6 +146,8 @@ class Divergence:
     logit_gap: float
     dtype: str = "float32"
     tie: bool = False
+    plain_call_gap: float | None = None
+    speculative_call_gap: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -384,10 +393,12 @@ class _Runner:
         temperature: float,
         prompt_lookup_tokens: int | None,
         hybrid_tokens: int | None = None,
+        keep_scores: bool = False,
     ):
         self.target = target
         self.drafter = drafter
         self.hybrid_tokens = hybrid_tokens
+        self.keep_scores = keep_scores
         self.device = target.device
         config = copy.deepcopy(target.generation_config)
         config.max_new_tokens = max_new_tokens
@@ -401,6 +412,9 @@ class _Runner:
             config.do_sample, config.temperature, config.top_k, config.top_p = False, None, None, None
         if config.pad_token_id is None:
             config.pad_token_id = config.eos_token_id
+        if keep_scores:
+            # One float row per generated token, copied out of logits every mode computes anyway.
+            config.return_dict_in_generate, config.output_scores = True, True
         self.configs = {mode: config for mode in (PLAIN, *DRAFTER_MODES)}
         if prompt_lookup_tokens is not None:
             self.configs[PROMPT_LOOKUP] = copy.deepcopy(config)
@@ -429,10 +443,14 @@ class _Runner:
         )
         _sync(self.device)
         seconds = time.perf_counter() - start
+        scores = None
+        if self.keep_scores:
+            output, scores = output.sequences, torch.cat(output.scores).float()
         token_ids = output[0, input_ids.shape[1] :].tolist()
         first = {
             "first_seconds": (recorder.first_put_time or start + seconds) - start,
             "first_tokens": recorder.round_sizes[0] if recorder.round_sizes else len(token_ids),
+            "scores": scores,
         }
         if mode == PLAIN:  # one target forward per token
             return TurnRun(token_ids=token_ids, seconds=seconds, rounds=len(token_ids), **first)
@@ -473,8 +491,18 @@ def first_divergence(
     prompt_id: str,
     turn: int,
     mode: str,
+    plain_scores: torch.Tensor | None = None,
+    other_scores: torch.Tensor | None = None,
 ) -> Divergence | None:
-    """The first position where `other` differs from `plain` (None if identical), with the target's logit gaps."""
+    """The first position where `other` differs from `plain` (None if identical), with the target's logit gaps.
+
+    Whether a low-precision divergence is a numerical tie is decided on the scores each call chose its tokens by,
+    when given (`[new_tokens, vocab]` each, e.g. `generate(..., output_scores=True)`): the plain token must lead the
+    other by at most the dtype's tie bound in the plain call, and the other token the plain one by at most that
+    bound in the speculative call (each call ranks the pair within rounding, the other way round). Without them, on
+    the target's top-2 gap in one full forward over the prefix: a third computation shape, which rounds like
+    neither call.
+    """
     position = next((i for i, (a, b) in enumerate(zip(plain, other, strict=False)) if a != b), None)
     if position is None:
         if len(plain) == len(other):
@@ -489,6 +517,19 @@ def first_divergence(
     def piece(token: int) -> str:
         return "<end>" if token < 0 else tokenizer.decode([token])
 
+    both = min(plain_token, other_token) >= 0
+    tie = both and is_numerical_tie(float(top2[0]), float(top2[1]), target.dtype)
+    plain_call_gap = speculative_call_gap = None
+    if both and plain_scores is not None and other_scores is not None:
+        plain_row, other_row = plain_scores[position].float(), other_scores[position].float()
+        plain_call_gap = float(plain_row[plain_token] - plain_row[other_token])
+        speculative_call_gap = float(other_row[other_token] - other_row[plain_token])
+        # Each call must have taken its own argmax (anything else is a bug, never a tie), by at most rounding.
+        tie = (
+            bool(plain_row[plain_token] == plain_row.max() and other_row[other_token] == other_row.max())
+            and is_numerical_tie(float(plain_row[plain_token]), float(plain_row[other_token]), target.dtype)
+            and is_numerical_tie(float(other_row[other_token]), float(other_row[plain_token]), target.dtype)
+        )
     return Divergence(
         prompt_id=prompt_id,
         turn=turn,
@@ -502,7 +543,9 @@ def first_divergence(
         top2_logit_gap=float(top2[0] - top2[1]),
         logit_gap=float(logits[plain_token] - logits[other_token]) if min(plain_token, other_token) >= 0 else 0.0,
         dtype=str(target.dtype).removeprefix("torch."),
-        tie=min(plain_token, other_token) >= 0 and is_numerical_tie(float(top2[0]), float(top2[1]), target.dtype),
+        tie=tie,
+        plain_call_gap=plain_call_gap,
+        speculative_call_gap=speculative_call_gap,
     )
 
 
@@ -610,6 +653,8 @@ def run_bench(
         temperature=temperature,
         prompt_lookup_tokens=prompt_lookup_tokens,
         hybrid_tokens=hybrid_tokens,
+        # Low precision: a divergence may be a numerical tie, judged on the scores each call chose by.
+        keep_scores=lossless_check and target.dtype not in (torch.float32, torch.float64),
     )
     settings = {
         "max_new_tokens": max_new_tokens,
@@ -669,17 +714,27 @@ def run_bench(
                     result.responses[mode].append(tokenizer.decode(run.token_ids, skip_special_tokens=True))
                 if lossless_check:
                     result.compared += 1
-                    plain_ids = result.runs[PLAIN][-1].token_ids
+                    plain_run = result.runs[PLAIN][-1]
                     for mode in modes[1:]:
-                        other_ids = result.runs[mode][-1].token_ids
                         found = first_divergence(
-                            target, tokenizer, input_ids, plain_ids, other_ids, prompt_id=item.id, turn=turn, mode=mode
+                            target,
+                            tokenizer,
+                            input_ids,
+                            plain_run.token_ids,
+                            result.runs[mode][-1].token_ids,
+                            prompt_id=item.id,
+                            turn=turn,
+                            mode=mode,
+                            plain_scores=plain_run.scores,
+                            other_scores=result.runs[mode][-1].scores,
                         )
                         if found is None:
                             result.identical[mode] += 1
                         else:
                             divergences.append(found)
                             result.ties[mode] = result.ties.get(mode, 0) + int(found.tie)
+                    for mode in modes:
+                        result.runs[mode][-1].scores = None  # checked: free `[tokens, vocab]` per call
                 history.append({"role": "assistant", "content": result.responses[PLAIN][-1]})
             results.append(result)
             bar.set_postfix(

@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .bench import BASELINE_MODES, DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, TREE, TREE_HYBRID, BenchResult
+from .bench import BASELINE_MODES, DRAFTER, HYBRID, PLAIN, PROMPT_LOOKUP, TREE, TREE_HYBRID, BenchResult, Divergence
 
 SPEEDUP_PLOT = "speedup_per_category.png"
 TAU_PLOT = "tau_histogram.png"
@@ -112,10 +112,17 @@ def _headline(result: BenchResult) -> str:
     return ", ".join(parts)
 
 
+def _call_gaps(d: Divergence) -> str:
+    if d.plain_call_gap is None or d.speculative_call_gap is None:
+        return "-"
+    return f"{d.plain_call_gap:.4g} / {d.speculative_call_gap:.4g}"
+
+
 def _divergence_lines(result: BenchResult, ties: bool) -> list[str]:
     return [
         f"  {d.mode} on {d.prompt_id} turn {d.turn}, token {d.position}: plain {d.plain_piece!r} vs {d.other_piece!r}"
-        f" (target top-2 logit gap {d.top2_logit_gap:.4g}) after ...{d.context!r}"
+        f" (target top-2 logit gap {d.top2_logit_gap:.4g}; pair gap in the plain / speculative call {_call_gaps(d)})"
+        f" after ...{d.context!r}"
         for d in result.divergences
         if d.tie == ties
     ]
@@ -161,7 +168,8 @@ def format_table(result: BenchResult) -> str:
         if ties:
             lines.append(
                 f"{ties} greedy output(s) part from plain decoding at a numerical tie ({result.settings['dtype']} "
-                "resolution: the target's top-2 logits within 2 units in the last place); not failures:"
+                "resolution: each call took its own argmax, the two tokens within 2 units in the last place, ranked "
+                "the other way round by the other call); not failures:"
             )
             lines += _divergence_lines(result, ties=True)
         if true_divergences:
@@ -286,7 +294,18 @@ def render_markdown(result: BenchResult) -> str:
             lines.append(f"{_MODE_LABELS[mode].capitalize()}: {other['identical']}/{other['compared']} identical.")
         lines.append("")
         if result.divergences:
-            columns = ["mode", "prompt", "turn", "token", "plain", "other", "top-2 logit gap", "tie", "context"]
+            columns = [
+                "mode",
+                "prompt",
+                "turn",
+                "token",
+                "plain",
+                "other",
+                "top-2 logit gap",
+                "pair gap, plain / speculative call",
+                "tie",
+                "context",
+            ]
             rows = [
                 [
                     d.mode,
@@ -296,6 +315,7 @@ def render_markdown(result: BenchResult) -> str:
                     f"`{d.plain_piece!r}`",
                     f"`{d.other_piece!r}`",
                     f"{d.top2_logit_gap:.4g}",
+                    _call_gaps(d),
                     "yes" if d.tie else "**no**",
                     f"`{d.context!r}`",
                 ]
