@@ -9,7 +9,9 @@ mode summed over prompts (ratios of totals, so long answers weigh more than in `
 tree's rounds split into drafting (`TreeDecoder.build_tree`: drafter forwards and tree building), verification (the
 target forward and the acceptance walk) and cache compaction, each in plain steps (the plain call's seconds per
 token, prefill included: the tree's own prefill shows up under "rest"), and how many draft tokens each round
-accepted. A maintainer's tool for deciding what to make cheaper: `coral-hf bench` is the measurement of record.
+accepted, and where the target's token ranked in the drafter's distribution at the root (in all rounds that ran
+the drafter, and in those that accepted nothing: a miss beyond the tree's width at the root is out of reach of any
+tree shape). A maintainer's tool for deciding what to make cheaper: `coral-hf bench` is the measurement of record.
 """
 
 from __future__ import annotations
@@ -31,18 +33,49 @@ from coral_hf.tree_decoding import TreeDecoder
 PHASES = ("build_tree", "verify", "commit")
 
 
-def _timed(seconds: dict[str, float], accepted: collections.Counter, sizes: collections.Counter) -> None:
-    """Wrap the TreeDecoder phases so each call adds its wall time (and the verified tree's size and accepted path)."""
+RANK_BUCKETS = ((1, "1"), (2, "2"), (4, "3-4"), (8, "5-8"), (16, "9-16"))
+
+
+def _rank_bucket(rank: int) -> str:
+    return next((label for most, label in RANK_BUCKETS if rank <= most), ">16")
+
+
+def _timed(
+    seconds: dict[str, float],
+    accepted: collections.Counter,
+    sizes: collections.Counter,
+    root_ranks: dict[str, collections.Counter],
+) -> None:
+    """Wrap the TreeDecoder phases so each call adds its wall time (and the verified tree's size and accepted path),
+    and record where the target's token ranked in the drafter's root distribution (rounds that ran the drafter)."""
+    root: dict[str, torch.Tensor | None] = {"log_probs": None}
+    log_probs = TreeDecoder._log_probs
+
+    def first_log_probs(self, features):
+        result = log_probs(self, features)
+        if root["log_probs"] is None:  # a round's first call is the root's
+            root["log_probs"] = result.reshape(-1, result.shape[-1])[0]
+        return result
+
+    TreeDecoder._log_probs = first_log_probs
     for name in PHASES:
         method = getattr(TreeDecoder, name)
 
         def wrapper(self, *args, _method=method, _name=name, **kwargs):
+            if _name == "build_tree":
+                root["log_probs"] = None
             start = time.perf_counter()
             result = _method(self, *args, **kwargs)
             seconds[_name] += time.perf_counter() - start
             if _name == "verify":
                 accepted[len(result[0]) - 1] += 1
                 sizes[len(args[1])] += 1
+                if root["log_probs"] is not None:
+                    token_log_prob = root["log_probs"][result[1][0]]
+                    bucket = _rank_bucket(int((root["log_probs"] > token_log_prob).sum()) + 1)
+                    root_ranks["all"][bucket] += 1
+                    if len(result[0]) == 1:
+                        root_ranks["accepted_nothing"][bucket] += 1
             return result
 
         setattr(TreeDecoder, name, wrapper)
@@ -75,7 +108,8 @@ def main() -> None:
     seconds: dict[str, float] = collections.defaultdict(float)
     accepted: collections.Counter = collections.Counter()
     sizes: collections.Counter = collections.Counter()
-    _timed(seconds, accepted, sizes)
+    root_ranks = {"all": collections.Counter(), "accepted_nothing": collections.Counter()}
+    _timed(seconds, accepted, sizes, root_ranks)
 
     prompts = load_prompts(args.prompts, categories=args.categories, limit=args.limit)
     encoded = [encode_chat(tokenizer, [{"role": "user", "content": item.turns[0]}]) for item in prompts]
@@ -93,7 +127,7 @@ def main() -> None:
             total, depth, top_k = (int(part) for part in label.split(","))
             tree.update(tree_total_tokens=total, tree_depth=depth, tree_top_k=top_k)
         generate(encoded[0], **tree)
-        for counter in (seconds, accepted, sizes):
+        for counter in (seconds, accepted, sizes, *root_ranks.values()):
             counter.clear()
         totals = collections.Counter()
         for input_ids in encoded:
@@ -123,6 +157,10 @@ def main() -> None:
             "round_cost_in_plain_steps": per_round,
             "accepted_per_round": dict(sorted(accepted.items())),
             "tree_sizes": dict(sorted(sizes.items())),
+            "root_rank_of_target_token": {
+                rounds: {label: counter[label] for _, label in (*RANK_BUCKETS, (0, ">16"))}
+                for rounds, counter in root_ranks.items()
+            },
         }
         report["runs"].append(run)
         print(json.dumps(run))
