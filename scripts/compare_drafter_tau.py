@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import coral_hf
-from coral_hf.commands import resolve_drafter_dtype_argument, resolve_pack_weights_argument
+from coral_hf.commands import load_drafter_for_timing, resolve_pack_weights_argument
 from coral_hf.eval.bench import encode_chat, machine_info
 from coral_hf.eval.prompts import load_prompts
 
@@ -43,7 +43,6 @@ def main() -> None:
     target, tokenizer = coral_hf.load_target(
         "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
     )
-    drafter_dtype, drafter_dtype_label = resolve_drafter_dtype_argument("auto", target.dtype)
     encoded = {}
     for spec in args.sets:
         name, _, limit = spec.partition(":")
@@ -51,14 +50,11 @@ def main() -> None:
         encoded[name] = [encode_chat(tokenizer, [{"role": "user", "content": item.turns[0]}]) for item in prompts]
     report = {
         "dtype": args.dtype,
-        "drafter_dtype": drafter_dtype_label,
         "max_new_tokens": args.max_new_tokens,
         "drafters": {},
     }
     for source in args.drafters:
-        drafter = coral_hf.load_drafter(source, target=target, dtype=drafter_dtype)
-        if pack:
-            coral_hf.pack_linear_weights(drafter)
+        drafter, report["drafter_dtype"] = load_drafter_for_timing(source, target, pack)
         report["drafters"][source] = {}
         for name, inputs in encoded.items():
             tokens = forwards = 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import coral_hf
-from coral_hf.commands import resolve_drafter_dtype_argument, resolve_pack_weights_argument
+from coral_hf.commands import load_drafter_for_timing, resolve_pack_weights_argument
 from coral_hf.eval.bench import encode_chat, machine_info
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.tree_decoding import TreeDecoder
@@ -100,10 +100,7 @@ def main() -> None:
     target, tokenizer = coral_hf.load_target(
         "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
     )
-    drafter_dtype, _ = resolve_drafter_dtype_argument("auto", target.dtype)
-    drafter = coral_hf.load_drafter(args.drafter, target=target, dtype=drafter_dtype)
-    if pack:
-        coral_hf.pack_linear_weights(drafter)
+    drafter, _ = load_drafter_for_timing(args.drafter, target, pack)
     lookup_tokens = int(drafter.generation_config.prompt_lookup_num_tokens or 10)
     seconds: dict[str, float] = collections.defaultdict(float)
     accepted: collections.Counter = collections.Counter()

@@ -33,7 +33,7 @@ import coral_hf
 from coral_hf.commands import (
     add_drafter_dtype_argument,
     add_pack_weights_argument,
-    resolve_drafter_dtype_argument,
+    load_drafter_for_timing,
     resolve_pack_weights_argument,
 )
 from coral_hf.eval.bench import RoundRecorder, encode_chat, first_divergence, machine_info
@@ -91,10 +91,7 @@ def main() -> None:
     target, tokenizer = coral_hf.load_target(
         "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
     )
-    drafter_dtype, drafter_dtype_label = resolve_drafter_dtype_argument(args.drafter_dtype, target.dtype)
-    drafter = coral_hf.load_drafter(args.drafter, target=target, dtype=drafter_dtype)
-    if pack:
-        coral_hf.pack_linear_weights(drafter)
+    drafter, drafter_dtype_label = load_drafter_for_timing(args.drafter, target, pack, args.drafter_dtype)
     drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens or None
     settings = {name: _parse_setting(name) for name in args.settings}
     copy_only: dict[str, int | None] = dict.fromkeys(settings)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from ..modeling_coral import CoralDrafter
+
 EXIT_ERROR = 2  # an expected failure (bad input, missing or corrupt files, no network), as `coral_hf.cli` returns
 _PACK_WEIGHTS = {"auto": "auto", "on": True, "off": False}
 
@@ -64,3 +66,19 @@ def resolve_drafter_dtype_argument(
 
     dtype, reason = resolve_drafter_dtype(choice, target_dtype, device)
     return dtype, f"{str(dtype).removeprefix('torch.')} ({reason})"
+
+
+def load_drafter_for_timing(
+    source: str, target: torch.nn.Module, pack: bool, choice: str = "auto", device: str | None = None
+) -> tuple[CoralDrafter, str]:
+    """A drafter beside `target` as the timing scripts run it: in the `--drafter-dtype` `choice` (resolved against
+    the target's dtype) and with packed linear weights when the target's are (`pack`, see
+    [`resolve_pack_weights_argument`]). Returns the drafter and its dtype label for reports."""
+    from ..loading import load_drafter
+    from ..packed_linear import pack_linear_weights
+
+    dtype, label = resolve_drafter_dtype_argument(choice, target.dtype, device)
+    drafter = load_drafter(source, target=target, dtype=dtype)
+    if pack:
+        pack_linear_weights(drafter)
+    return drafter, label
