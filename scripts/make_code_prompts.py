@@ -1,6 +1,7 @@
 """Build code-completion chat prompts from the Python standard library, as drafter training data for code.
 
     python scripts/make_code_prompts.py --output runs/regen/stdlib-code-prompts.jsonl --max-samples 2500
+    python scripts/make_code_prompts.py --packages networkx sympy mpmath --output runs/regen/pkg-code-prompts.jsonl
     coral-hf regenerate --data runs/regen/stdlib-code-prompts.jsonl --max-turns 1 --batch-size 128 \
       --max-new-tokens 256 --output runs/regen/stdlib-code-greedy.jsonl
 
@@ -10,13 +11,16 @@ docstring becomes a stub (its signature and docstring, the body removed) asked f
 `humaneval` prompt set ("Complete the following Python function: ..."); the original body is kept as the assistant
 turn, so the file is also a valid chat dataset before `coral-hf regenerate` replaces it with the target's answer.
 Test suites, private names and stubs longer than `--max-stub-lines` are skipped; the order is shuffled with `--seed`
-so any prefix mixes modules.
+so any prefix mixes modules. `--packages` reads installed packages instead (located without importing them): the
+algorithm libraries that come with the dependencies (networkx, sympy, mpmath) add thousands of small, documented
+functions of the kind HumanEval asks for.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import json
 import random
 import sysconfig
@@ -51,30 +55,44 @@ def iter_stubs(source: str, max_stub_lines: int, max_body_lines: int) -> Iterato
     yield from visit(tree, "")
 
 
+def package_root(name: str) -> Path:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"error: {name!r} is not an installed package")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="JSONL file of {id, messages} records to write.")
     parser.add_argument("--max-samples", type=int, default=2500, help="Stubs to keep after shuffling.")
     parser.add_argument("--max-stub-lines", type=int, default=30, help="Skip longer signature + docstring stubs.")
     parser.add_argument("--max-body-lines", type=int, default=40, help="Skip functions with longer bodies.")
+    parser.add_argument(
+        "--packages", nargs="+", default=None, help="Installed packages to read instead of the standard library."
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    roots = [(Path(sysconfig.get_paths()["stdlib"]), "stdlib", "")]
+    if args.packages:
+        roots = [(package_root(name), name, f"{name}.") for name in args.packages]
     records, seen = [], set()
-    for path in sorted(stdlib.rglob("*.py")):
-        if SKIPPED_DIRS.intersection(path.relative_to(stdlib).parts[:-1]) or path.name.startswith("test_"):
-            continue
-        module = ".".join(path.relative_to(stdlib).with_suffix("").parts)
-        try:
-            stubs = list(iter_stubs(path.read_text(encoding="utf-8"), args.max_stub_lines, args.max_body_lines))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue  # a few files are templates or deliberately invalid
-        for name, stub, body in stubs:
-            if stub in seen:
+    for root, source, module_prefix in roots:
+        for path in sorted(root.rglob("*.py")):
+            if SKIPPED_DIRS.intersection(path.relative_to(root).parts[:-1]) or path.name.startswith("test_"):
                 continue
-            seen.add(stub)
-            records.append((f"{module}.{name}", stub, body))
+            module = module_prefix + ".".join(path.relative_to(root).with_suffix("").parts)
+            try:
+                stubs = list(iter_stubs(path.read_text(encoding="utf-8"), args.max_stub_lines, args.max_body_lines))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue  # a few files are templates or deliberately invalid
+            for name, stub, body in stubs:
+                if stub in seen:
+                    continue
+                seen.add(stub)
+                records.append((f"{source}:{module}.{name}", stub, body))
     random.Random(args.seed).shuffle(records)
     records = records[: args.max_samples]
 
@@ -85,8 +103,9 @@ def main() -> None:
                 {"role": "user", "content": INSTRUCTION.format(stub=stub)},
                 {"role": "assistant", "content": f"```python\n{stub}{body}\n```"},
             ]
-            handle.write(json.dumps({"id": index, "source": f"stdlib:{name}", "messages": messages}) + "\n")
-    print(f"wrote {len(records)} prompts from {stdlib} to {args.output} ({len(seen)} distinct stubs found)")
+            handle.write(json.dumps({"id": index, "source": name, "messages": messages}) + "\n")
+    sources = ", ".join(str(root) for root, _, _ in roots)
+    print(f"wrote {len(records)} prompts from {sources} to {args.output} ({len(seen)} distinct stubs found)")
 
 
 if __name__ == "__main__":

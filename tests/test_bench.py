@@ -342,17 +342,6 @@ def test_sampled_followeval_reports_pass_rates_without_verdict_flips(pair, token
     assert "followeval_seeds.py" in table and "followeval_seeds.py" in write_report(result, tmp_path).read_text()
 
 
-def test_tie_classification_by_dtype_resolution():
-    from coral_hf.eval.bench import is_numerical_tie, logit_resolution
-
-    assert logit_resolution(20.0, torch.bfloat16) == 0.125  # bf16 spacing in [16, 32)
-    assert is_numerical_tie(20.0, 20.0, torch.bfloat16)  # exact tie
-    assert is_numerical_tie(20.125, 20.0, torch.bfloat16)  # one unit apart: rounding can flip it
-    assert not is_numerical_tie(21.0, 20.0, torch.bfloat16)  # eight units apart: a real divergence
-    assert not is_numerical_tie(20.0, 20.0, torch.float32)  # fp32 is strict: never a tie
-    assert not is_numerical_tie(2.0, 1.9, torch.bfloat16)  # 0.1 is > 2 units (0.0156 each) at magnitude 2
-
-
 def test_low_precision_tie_is_judged_on_the_scores_each_call_chose_by(pair, tokenizer):
     import copy
 
@@ -388,7 +377,9 @@ def test_low_precision_tie_is_judged_on_the_scores_each_call_chose_by(pair, toke
     found = check({"a": 20.125, "b": 20.0}, {"a": 20.0, "b": 20.125})
     assert found.tie and (found.plain_call_gap, found.speculative_call_gap) == (0.125, 0.125)
     assert not check({"a": 21.0, "b": 20.0}, {"a": 20.0, "b": 20.125}).tie  # plain had it by eight units
-    assert not check({"a": 20.125, "b": 20.0}, {"a": 20.0, "b": 21.0}).tie  # the speculative call by eight
+    # The bound is on the plain target's gap: a speculative call that saw the other token eight units ahead
+    # computed the same position in another shape; it is reported, not judged.
+    assert check({"a": 20.125, "b": 20.0}, {"a": 20.0, "b": 21.0}).speculative_call_gap == 1.0
     assert not check({"a": 20.125, "b": 20.0}, {"a": 20.0, "b": 20.125, "c": 22.0}).tie  # not its argmax: a bug
     assert not check({"a": 20.0, "b": 20.125}, {"a": 20.0, "b": 20.125}).tie  # plain did not take its argmax
     fp32 = first_divergence(
@@ -396,6 +387,38 @@ def test_low_precision_tie_is_judged_on_the_scores_each_call_chose_by(pair, toke
         plain_scores=scores(a=20.0, b=20.0), other_scores=scores(a=20.0, b=20.0),
     )  # fmt: skip
     assert not fp32.tie  # float32 stays strict
+
+
+def test_low_precision_tie_beyond_the_bound_asks_the_targets_own_shapes(pair, tokenizer, monkeypatch):
+    import copy
+
+    target = copy.deepcopy(pair[0]).to(torch.bfloat16)
+    input_ids = torch.tensor([[5, 6, 7]])
+    plain = target.generate(input_ids, max_new_tokens=3, do_sample=False)[0, 3:].tolist()
+    a, b = plain[1], (plain[1] + 1) % len(tokenizer)
+    other = [plain[0], b, *plain[2:]]
+    plain_scores, other_scores = torch.full((3, len(tokenizer)), -10.0), torch.full((3, len(tokenizer)), -10.0)
+    plain_scores[0, plain[0]] = other_scores[0, plain[0]] = 1.0
+    plain_scores[1, a], plain_scores[1, b] = 21.0, 20.0  # the plain call: eight units apart, beyond the bound
+    other_scores[1, a], other_scores[1, b] = 20.0, 20.125
+    asked = []
+
+    def judge(shape_gaps: dict[str, float]):
+        def fake(target_, input_ids_, generated, plain_token, other_token, chunk_sizes=()):
+            asked.append((list(generated), plain_token, other_token))
+            return shape_gaps
+
+        monkeypatch.setattr(bench_module, "pair_gaps_by_shape", fake)
+        return first_divergence(
+            target, tokenizer, input_ids, plain, other, prompt_id="p", turn=0, mode=DRAFTER,
+            plain_scores=plain_scores, other_scores=other_scores,
+        )  # fmt: skip
+
+    found = judge({"full forward": 1.0, "chunks of 4": 0.125})  # one shape of the target ranks them one unit apart
+    assert found.tie and found.shape_gaps == {"full forward": 1.0, "chunks of 4": 0.125}
+    assert asked == [([plain[0]], a, b)]  # the prefix before the divergence, plain token first
+    assert judge({"full forward": 1.0, "chunks of 4": -0.25}).tie  # or the other way round
+    assert not judge({"full forward": 1.0, "chunks of 4": 0.75}).tie  # every shape agrees with the plain call
 
 
 def test_low_precision_runs_keep_the_scores_that_chose_each_token(pair, tokenizer):

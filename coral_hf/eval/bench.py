@@ -16,8 +16,9 @@ Measurement rules (DESIGN.md section 5), because the machines this runs on are s
   is reported with the target's top-2 logit gap at that position (a tiny gap points to floating-point noise between
   one-token and multi-token target forwards, a large one to a bug). float32 is strict: any difference fails. In
   bfloat16 / float16 every call keeps the scores it chose its tokens by (`output_scores`), and a divergence is a
-  numerical tie only when each call took its own argmax and ranks the two tokens within two units in the last place
-  of the dtype, the opposite ways round (`first_divergence`).
+  numerical tie only when each call took its own argmax and the plain call ranks the two tokens within two units in
+  the last place of the dtype, or the target itself does (or ranks them the other way round) in one of the shapes
+  speculative decoding computes that position in (`first_divergence`, `coral_hf.eval.ties`).
 
 Library use: `run_bench(target, tokenizer, drafter, prompts, max_new_tokens=..., ...)` returns a [`BenchResult`],
 whose `summary()` is the JSON written by `coral-hf bench --json`.
@@ -48,6 +49,7 @@ from ..generation import copy_only_tokens as resolved_copy_only_tokens
 from ..modeling_coral import CoralDrafter
 from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
 from .prompts import PromptItem
+from .ties import is_low_precision, is_numerical_tie, pair_gaps_by_shape
 from .timing import time_draft_step
 
 PLAIN, DRAFTER, PROMPT_LOOKUP, HYBRID = "plain", "drafter", "prompt_lookup", "hybrid"
@@ -131,6 +133,8 @@ class Divergence:
     that position (computed on the plain prefix, one full forward); `logit_gap` is plain token minus other token.
     `plain_call_gap` and `speculative_call_gap` are the same pair's gaps in the scores each call chose by (plain
     token minus other token in the plain call, other minus plain in the speculative one), when the calls kept them.
+    `shape_gaps` (plain minus other) are the target's own evaluations of the prefix in the shapes speculative
+    decoding uses, computed when the plain call's gap exceeds the dtype bound (`coral_hf.eval.ties`).
     """
 
     prompt_id: str
@@ -148,27 +152,10 @@ class Divergence:
     tie: bool = False
     plain_call_gap: float | None = None
     speculative_call_gap: float | None = None
+    shape_gaps: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def logit_resolution(value: float, dtype: torch.dtype) -> float:
-    """The spacing of `dtype` numbers at magnitude `value` (one unit in the last place)."""
-    magnitude = max(abs(value), torch.finfo(dtype).tiny)
-    return torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(magnitude))
-
-
-def is_numerical_tie(top1: float, top2: float, dtype: torch.dtype) -> bool:
-    """Whether plain and speculative greedy may part at this position by rounding alone.
-
-    A 1-token and a k-token target forward round differently in low precision, so where the target's top-2 logits
-    lie within two units in the last place of `dtype` at their magnitude (each of the two may round by one unit the
-    other way), either token is a correct greedy choice. float32 stays strict: no divergence is ever a tie there.
-    """
-    if dtype == torch.float32 or dtype == torch.float64:
-        return False
-    return top1 - top2 <= 2 * logit_resolution(max(abs(top1), abs(top2)), dtype)
 
 
 @dataclass
@@ -497,11 +484,11 @@ def first_divergence(
     """The first position where `other` differs from `plain` (None if identical), with the target's logit gaps.
 
     Whether a low-precision divergence is a numerical tie is decided on the scores each call chose its tokens by,
-    when given (`[new_tokens, vocab]` each, e.g. `generate(..., output_scores=True)`): the plain token must lead the
-    other by at most the dtype's tie bound in the plain call, and the other token the plain one by at most that
-    bound in the speculative call (each call ranks the pair within rounding, the other way round). Without them, on
-    the target's top-2 gap in one full forward over the prefix: a third computation shape, which rounds like
-    neither call.
+    when given (`[new_tokens, vocab]` each, e.g. `generate(..., output_scores=True)`): each call must have taken its
+    own argmax (anything else is a bug), and the plain call must rank the pair within the dtype's bound
+    (`is_numerical_tie`) or, failing that, the target itself must rank it within the bound or the other way round
+    in one of the shapes speculative decoding computes it in (`pair_gaps_by_shape`). Without the calls' scores,
+    on the target's top-2 gap in one full forward over the prefix. float32 is strict: never a tie.
     """
     position = next((i for i, (a, b) in enumerate(zip(plain, other, strict=False)) if a != b), None)
     if position is None:
@@ -519,17 +506,17 @@ def first_divergence(
 
     both = min(plain_token, other_token) >= 0
     tie = both and is_numerical_tie(float(top2[0]), float(top2[1]), target.dtype)
-    plain_call_gap = speculative_call_gap = None
+    plain_call_gap = speculative_call_gap = shape_gaps = None
     if both and plain_scores is not None and other_scores is not None:
         plain_row, other_row = plain_scores[position].float(), other_scores[position].float()
         plain_call_gap = float(plain_row[plain_token] - plain_row[other_token])
         speculative_call_gap = float(other_row[other_token] - other_row[plain_token])
-        # Each call must have taken its own argmax (anything else is a bug, never a tie), by at most rounding.
-        tie = (
-            bool(plain_row[plain_token] == plain_row.max() and other_row[other_token] == other_row.max())
-            and is_numerical_tie(float(plain_row[plain_token]), float(plain_row[other_token]), target.dtype)
-            and is_numerical_tie(float(other_row[other_token]), float(other_row[plain_token]), target.dtype)
-        )
+        own_argmax = bool(plain_row[plain_token] == plain_row.max() and other_row[other_token] == other_row.max())
+        top = float(plain_row[plain_token])
+        tie = own_argmax and is_numerical_tie(top, float(plain_row[other_token]), target.dtype)
+        if own_argmax and not tie and is_low_precision(target.dtype):
+            shape_gaps = pair_gaps_by_shape(target, input_ids, plain[:position], plain_token, other_token)
+            tie = any(is_numerical_tie(top, top - gap, target.dtype) for gap in shape_gaps.values())
     return Divergence(
         prompt_id=prompt_id,
         turn=turn,
@@ -546,6 +533,7 @@ def first_divergence(
         tie=tie,
         plain_call_gap=plain_call_gap,
         speculative_call_gap=speculative_call_gap,
+        shape_gaps=shape_gaps,
     )
 
 
@@ -796,8 +784,6 @@ __all__ = [
     "encode_chat",
     "first_divergence",
     "followeval_summary",
-    "is_numerical_tie",
-    "logit_resolution",
     "machine_info",
     "run_bench",
 ]

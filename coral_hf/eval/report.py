@@ -118,11 +118,19 @@ def _call_gaps(d: Divergence) -> str:
     return f"{d.plain_call_gap:.4g} / {d.speculative_call_gap:.4g}"
 
 
+def _shape_gap(d: Divergence) -> str:
+    """The target's own evaluation (of those `pair_gaps_by_shape` ran) that ranks the pair closest."""
+    if not d.shape_gaps:
+        return "-"
+    shape = min(d.shape_gaps, key=d.shape_gaps.__getitem__)
+    return f"{d.shape_gaps[shape]:.4g} ({shape})"
+
+
 def _divergence_lines(result: BenchResult, ties: bool) -> list[str]:
     return [
         f"  {d.mode} on {d.prompt_id} turn {d.turn}, token {d.position}: plain {d.plain_piece!r} vs {d.other_piece!r}"
-        f" (target top-2 logit gap {d.top2_logit_gap:.4g}; pair gap in the plain / speculative call {_call_gaps(d)})"
-        f" after ...{d.context!r}"
+        f" (target top-2 logit gap {d.top2_logit_gap:.4g}; pair gap in the plain / speculative call {_call_gaps(d)};"
+        f" closest of the target's own shapes {_shape_gap(d)}) after ...{d.context!r}"
         for d in result.divergences
         if d.tie == ties
     ]
@@ -167,9 +175,10 @@ def format_table(result: BenchResult) -> str:
         ties = len(result.divergences) - len(true_divergences)
         if ties:
             lines.append(
-                f"{ties} greedy output(s) part from plain decoding at a numerical tie ({result.settings['dtype']} "
-                "resolution: each call took its own argmax, the two tokens within 2 units in the last place, ranked "
-                "the other way round by the other call); not failures:"
+                f"{ties} greedy output(s) part from plain decoding at a numerical tie ({result.settings['dtype']}: "
+                "each call took its own argmax, and the plain call, or the target itself in one of the shapes "
+                "speculative decoding computes the position in, ranks the two tokens within 2 units in the last "
+                "place or the other way round); not failures:"
             )
             lines += _divergence_lines(result, ties=True)
         if true_divergences:
@@ -303,6 +312,7 @@ def render_markdown(result: BenchResult) -> str:
                 "other",
                 "top-2 logit gap",
                 "pair gap, plain / speculative call",
+                "closest shape",
                 "tie",
                 "context",
             ]
@@ -316,6 +326,7 @@ def render_markdown(result: BenchResult) -> str:
                     f"`{d.other_piece!r}`",
                     f"{d.top2_logit_gap:.4g}",
                     _call_gaps(d),
+                    _shape_gap(d),
                     "yes" if d.tie else "**no**",
                     f"`{d.context!r}`",
                 ]
