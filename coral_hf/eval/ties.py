@@ -51,12 +51,7 @@ def _chunks(length: int, size: int) -> list[tuple[int, int]]:
     """`[start, end)` spans of `size` tokens covering `range(length)`, the first one shorter when it must be, so
     the last span ends at the last token (the prediction being checked comes from a full k-token forward)."""
     first = length % size or size
-    spans = [(0, min(first, length))] if length else []
-    start = spans[0][1] if spans else 0
-    while start < length:
-        spans.append((start, start + size))
-        start += size
-    return spans
+    return [(max(0, end - size), end) for end in range(first, length + 1, size)]
 
 
 @torch.no_grad()
