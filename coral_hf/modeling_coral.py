@@ -219,6 +219,35 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             drafter.init_grouped_head(token_counts=token_counts)
         return drafter
 
+    @torch.no_grad()
+    def add_draft_layers(self, num_draft_layers: int) -> CoralDrafter:
+        """Grow a trained drafter to `num_draft_layers` decoder layers without changing what it drafts.
+
+        Each new layer starts as a copy of the last one with its two output projections (attention `o_proj`, MLP
+        `down_proj`) zeroed, so its residual updates are zero: the grown drafter computes exactly what the trained one
+        did, and training then gives it the capacity of a deeper drafter from where the smaller one stood (a second
+        layer from scratch would have to relearn what the first already knows).
+        """
+        current = len(self.layers)
+        if num_draft_layers < current:
+            raise ValueError(f"Cannot shrink a drafter of {current} layers to {num_draft_layers}.")
+        self.config.num_draft_layers = num_draft_layers
+        layer_config = self.config.layer_config()
+        layer_class = type(self.layers[-1])
+        last = self.layers[-1]
+        for index in range(current, num_draft_layers):
+            layer = layer_class(layer_config, index).to(device=self.device, dtype=self.dtype)
+            own_input_norm = layer.input_layernorm.state_dict()  # the copied first layer may have none (EAGLE)
+            layer.load_state_dict(
+                {**last.state_dict(), **{f"input_layernorm.{k}": v for k, v in own_input_norm.items()}}
+            )
+            for projection in (layer.self_attn.o_proj, layer.mlp.down_proj):
+                projection.weight.zero_()
+                if projection.bias is not None:
+                    projection.bias.zero_()
+            self.layers.append(layer)
+        return self
+
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: Any, *model_args: Any, target: nn.Module | None = None, **kwargs: Any

@@ -52,6 +52,29 @@ def test_save_writes_only_drafter_weights_and_round_trips(tmp_path):
     assert loaded.generation_config.num_assistant_tokens == drafter.generation_config.num_assistant_tokens
 
 
+def test_added_layers_start_as_the_identity_and_then_learn(tmp_path):
+    target = make_tiny_target("llama")
+    drafter = CoralDrafter.from_target(target)
+    ids, features = torch.randint(1, 96, (1, 7)), torch.randn(1, 7, 48)
+    with torch.no_grad():
+        before = drafter(input_ids=ids, hidden_states=features, output_logits=True).logits
+    drafter.add_draft_layers(3)
+    assert len(drafter.layers) == drafter.config.num_draft_layers == 3
+    assert [layer.self_attn.layer_idx for layer in drafter.layers] == [0, 1, 2]  # each its own KV-cache slot
+    assert not isinstance(drafter.layers[1].input_layernorm, torch.nn.Identity)  # only layer 0 drops it (EAGLE)
+    output = drafter(input_ids=ids, hidden_states=features, output_logits=True)
+    torch.testing.assert_close(output.logits, before)  # the same drafter, with room to grow
+    output.logits.logsumexp(-1).sum().backward()
+    assert drafter.layers[2].mlp.down_proj.weight.grad.abs().sum() > 0  # and the new layers are trained
+
+    drafter.save_pretrained(tmp_path)
+    loaded = CoralDrafter.from_pretrained(tmp_path, target=target)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids, hidden_states=features, output_logits=True).logits, before)
+    with pytest.raises(ValueError, match="Cannot shrink a drafter of 3 layers to 2"):
+        loaded.add_draft_layers(2)
+
+
 def test_auto_classes_load_an_unattached_drafter(tmp_path):
     target = make_tiny_target("mistral")
     CoralDrafter.from_target(target).save_pretrained(tmp_path)

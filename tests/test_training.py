@@ -429,3 +429,41 @@ def test_cli_continued_training_keeps_the_earlier_recipe(saved_tiny_target, tmp_
     assert main([*common, "--max-steps", "2", "--output-dir", str(second), "--init-from", str(first)]) == 0
     recipe = load_drafter(str(second), target=AutoModelForCausalLM.from_pretrained(target_dir)).config.training_recipe
     assert recipe["steps"] == 2 and recipe["continued_from"]["steps"] == 3
+
+    grown = tmp_path / "grown"  # continue with a second decoder layer
+    assert (
+        main(
+            [
+                *common,
+                "--max-steps",
+                "2",
+                "--output-dir",
+                str(grown),
+                "--init-from",
+                str(second),
+                "--num-draft-layers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    drafter = load_drafter(str(grown), target=AutoModelForCausalLM.from_pretrained(target_dir))
+    assert len(drafter.layers) == drafter.config.num_draft_layers == 2
+    shrunk = tmp_path / "shrunk"
+    assert (
+        main(
+            [
+                *common,
+                "--max-steps",
+                "2",
+                "--output-dir",
+                str(shrunk),
+                "--init-from",
+                str(grown),
+                "--num-draft-layers",
+                "1",
+            ]
+        )
+        == 2
+    )
+    assert not (shrunk / "model.safetensors").exists()

@@ -80,7 +80,14 @@ class TrainScriptArguments:
         default=5,
         metadata={"help": "Tokens drafted per round at inference, and the depth of eval_tau_sim.", "metavar": "K"},
     )
-    num_draft_layers: int = field(default=1, metadata={"help": "Decoder layers of the drafter.", "metavar": "N"})
+    num_draft_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder layers of the drafter (default 1). With --init-from: grow the trained drafter to N "
+            "layers, the new ones starting as the identity (CoralDrafter.add_draft_layers); default: its own.",
+            "metavar": "N",
+        },
+    )
     shortlist_size: int | None = field(
         default=None,
         metadata={
@@ -246,6 +253,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     if script.init_from is not None:
         drafter = CoralDrafter.from_pretrained(script.init_from, target=target, dtype=torch.float32)
+        if script.num_draft_layers is not None:
+            try:
+                drafter.add_draft_layers(script.num_draft_layers)
+            except ValueError as error:
+                return fail(
+                    f"--num-draft-layers {script.num_draft_layers} with --init-from {script.init_from}: {error}"
+                )
     elif script.shortlist_size:
         counts = token_frequencies(train_dataset["input_ids"], target.config.vocab_size, train_dataset["loss_mask"])
         drafter = CoralDrafter.from_target(
@@ -253,7 +267,7 @@ def run_train(args: argparse.Namespace) -> int:
             dtype=torch.float32,
             token_counts=counts,
             draft_length=script.draft_length,
-            num_draft_layers=script.num_draft_layers,
+            num_draft_layers=script.num_draft_layers or 1,
             num_groups=script.num_groups,
             active_groups=script.active_groups,
             group_strategy="frequency",
@@ -262,7 +276,10 @@ def run_train(args: argparse.Namespace) -> int:
         )
     else:
         drafter = CoralDrafter.from_target(
-            target, dtype=torch.float32, draft_length=script.draft_length, num_draft_layers=script.num_draft_layers
+            target,
+            dtype=torch.float32,
+            draft_length=script.draft_length,
+            num_draft_layers=script.num_draft_layers or 1,
         )
     earlier_recipe = drafter.config.training_recipe
     if training_args.stage == "router":
