@@ -36,6 +36,14 @@ _DEFAULT_NUM_GROUPS = 64
 _DEFAULT_ACTIVE_FRACTION = 8  # k = G / 8: a routed step multiplies 1/8 of the LM head
 
 
+def fused_layer_indices(layers: list[int]) -> list[int]:
+    """`layers` as a list of distinct target-layer indices >= 0 (ValueError otherwise)."""
+    indices = [int(layer) for layer in layers]
+    if not indices or min(indices) < 0 or len(set(indices)) != len(indices):
+        raise ValueError(f"fused_feature_layers must be distinct layer indices >= 0, got {list(layers)}.")
+    return indices
+
+
 class CoralConfig(PreTrainedConfig):
     r"""
     Configuration of a [`CoralDrafter`]: an EAGLE-style feature-level drafter trained with CORAL.
@@ -50,6 +58,11 @@ class CoralConfig(PreTrainedConfig):
             target family's own transformers classes.
         num_draft_layers (`int`, defaults to 1):
             Number of decoder layers in the drafter.
+        fused_feature_layers (`list[int]`, *optional*):
+            Target decoder layers (0-based) whose outputs also enter the drafter's input where real target features
+            exist (EAGLE-3's low- and mid-level features next to the last layer's): each is RMS-normalised and their
+            concatenation projected by `fused_fc` and added to `fc`'s output. Positions drafted ahead, whose feature
+            is the drafter's own prediction, have none and use `fc` alone. None: the last layer's feature only.
         fc_bias (`bool`, defaults to `False`):
             Whether the input projection `fc: [embed(t_{p+1}); f_p] -> H` has a bias (EAGLE-1 used one; modern
             targets without biases do not need it).
@@ -152,6 +165,7 @@ class CoralConfig(PreTrainedConfig):
 
     target_config: dict | None = None
     num_draft_layers: int = 1
+    fused_feature_layers: list[int] | None = None
     fc_bias: bool = False
     layer0_input_norm: bool = False
     input_norm: bool = True
@@ -188,6 +202,8 @@ class CoralConfig(PreTrainedConfig):
             self.target_hidden_size = self.target_hidden_size or self.target_config.get("hidden_size")
         if self.num_draft_layers < 1:
             raise ValueError(f"num_draft_layers must be >= 1, got {self.num_draft_layers}.")
+        if self.fused_feature_layers is not None:
+            self.fused_feature_layers = fused_layer_indices(self.fused_feature_layers)
         if self.draft_length < 1:
             raise ValueError(f"draft_length must be >= 1, got {self.draft_length}.")
         if self.copy_only_after < 0:

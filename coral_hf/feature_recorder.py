@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .target_utils import decoder_stack
+from .target_utils import decoder_layers, decoder_stack
 
 
 class TargetFeatureRecorder:
@@ -31,11 +31,18 @@ class TargetFeatureRecorder:
             decoder.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             decoder.register_forward_hook(self._after_forward, with_kwargs=True),
         ]
+        fused_layers = drafter.config.fused_feature_layers or []
+        layers = decoder_layers(target) if fused_layers else []
+        self._layer_outputs: list[torch.Tensor | None] = [None] * len(fused_layers)
+        for slot, index in enumerate(fused_layers):
+            self._handles.append(layers[index].register_forward_hook(self._layer_hook(slot)))
         self._armed = False
         self._recording = False
         self._start = 0
         self.offset = 0
         self.features: torch.Tensor | None = None
+        # `[1, positions, len(fused_feature_layers), hidden]`, aligned with `features`, for drafters that fuse layers.
+        self.fused_features: torch.Tensor | None = None
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -52,6 +59,7 @@ class TargetFeatureRecorder:
         self._armed = False
         self._recording = False
         self.features = None
+        self.fused_features = None
         self.offset = 0
 
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -63,19 +71,30 @@ class TargetFeatureRecorder:
             self.offset = self._start
         elif self._start == 0:
             self._recording = False
-            self.features = None
+            self.features = self.fused_features = None
             self._refuse_ignored_assistant()
+
+    def _layer_hook(self, slot: int):
+        def keep_output(module: nn.Module, args: tuple, output: Any) -> None:
+            if self._recording:
+                self._layer_outputs[slot] = (output[0] if isinstance(output, tuple) else output).detach()
+
+        return keep_output
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
         if not self._recording:
             return
         hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-        hidden = hidden.detach()
-        if self.features is None:
-            self.features = hidden
-        else:
-            kept = self.features[:, : self._start - self.offset]
-            self.features = torch.cat([kept, hidden], dim=1)
+        self.features = self._extend(self.features, hidden.detach())
+        if self._layer_outputs:
+            self.fused_features = self._extend(self.fused_features, torch.stack(self._layer_outputs, dim=2))
+            self._layer_outputs = [None] * len(self._layer_outputs)
+
+    def _extend(self, recorded: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+        """`recorded` up to this forward's start position (rejected positions dropped), then `new`."""
+        if recorded is None:
+            return new
+        return torch.cat([recorded[:, : self._start - self.offset], new], dim=1)
 
     def _refuse_ignored_assistant(self) -> None:
         frame = sys._getframe(2)

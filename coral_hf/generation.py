@@ -183,7 +183,8 @@ class CoralCandidateGenerator(CandidateGenerator):
 
 def catch_up(drafter: CoralDrafter, cache: DynamicCache, sequence: torch.LongTensor) -> torch.Tensor:
     """Feed the drafter the positions the target verified since the drafter's cache ends, on the target's real
-    features (read by the drafter's recorder), and return its prediction after the last one: `[1, 1, hidden]`.
+    features (read by the drafter's recorder, with the fused layers' outputs for a drafter that fuses them), and
+    return its prediction after the last one: `[1, 1, hidden]`.
 
     `sequence` ends with the token the target chose last, which has no feature yet: positions up to
     `len(sequence) - 2` are verified, and the drafter's input at position p is (token p + 1, feature p).
@@ -192,9 +193,11 @@ def catch_up(drafter: CoralDrafter, cache: DynamicCache, sequence: torch.LongTen
     features, offset = recorder.features, recorder.offset
     verified = sequence.shape[1] - 1
     start = offset + cache.get_seq_length()
+    fused = recorder.fused_features
     out = drafter(
         input_ids=sequence[:, start + 1 : verified + 1],
         hidden_states=features[:, start - offset : verified - offset],
+        fused_hidden_states=None if fused is None else fused[:, start - offset : verified - offset],
         position_ids=torch.arange(start, verified, device=sequence.device).unsqueeze(0),
         past_key_values=cache,
         use_cache=True,

@@ -15,13 +15,13 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 from transformers.utils import ModelOutput
 
-from .configuration_coral import HEAD_MODES, CoralConfig
+from .configuration_coral import HEAD_MODES, CoralConfig, fused_layer_indices
 from .feature_recorder import TargetFeatureRecorder
 from .generation import CoralCandidateGenerator
 from .hub.push import push_drafter
 from .hub.safety import check_safetensors_only
 from .lm_head import GroupedLMHead, build_permutation, frequency_shortlist, token_groups
-from .target_utils import check_compatible, target_fingerprint, unwrap_target
+from .target_utils import check_compatible, decoder_layers, target_fingerprint, unwrap_target
 
 
 @dataclass
@@ -111,6 +111,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         self.token_norm = norm_class(hidden_size, eps=eps) if config.input_norm else None
         self.feature_norm = norm_class(hidden_size, eps=eps) if config.input_norm else None
         self.fc = nn.Linear(2 * hidden_size, hidden_size, bias=config.fc_bias)
+        self.fused_norms, self.fused_fc = self._fused_modules(config.fused_feature_layers)
         self.layers = nn.ModuleList([layer_class(layer_config, index) for index in range(config.num_draft_layers)])
         if not config.layer0_input_norm:
             self.layers[0].input_layernorm = nn.Identity()
@@ -137,9 +138,21 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         self.__dict__["_candidate_generator"] = None
         self.post_init()
 
+    def _fused_modules(self, layers: list[int] | None) -> tuple[nn.ModuleList | None, nn.Linear | None]:
+        """One RMSNorm per fused target layer and the projection of their concatenation (None, None without)."""
+        if not layers:
+            return None, None
+        hidden_size = self.config.target_hidden_size
+        norm_class = _layer_classes(self.config.target_model_type)[2]
+        eps = self.config.layer_config().rms_norm_eps
+        norms = nn.ModuleList([norm_class(hidden_size, eps=eps) for _ in layers])
+        return norms, nn.Linear(len(layers) * hidden_size, hidden_size, bias=False)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
+        if module is self.fused_fc:
+            module.weight.zero_()  # fused features start unused: the drafter begins as the last-layer-only one
         if module is self.fc:
             # Start close to "pass the target feature through": the feature half of fc is the identity.
             hidden_size = self.config.target_hidden_size
@@ -246,6 +259,30 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 if projection.bias is not None:
                     projection.bias.zero_()
             self.layers.append(layer)
+        return self
+
+    @torch.no_grad()
+    def add_fused_feature_layers(self, layers: list[int]) -> CoralDrafter:
+        """Give a trained drafter EAGLE-3-style fused features of the target `layers` without changing what it drafts.
+
+        The new projection starts at zero, so the drafter computes what it did; training then teaches it what the
+        target's lower layers add to the last layer's feature. An attached drafter re-attaches, so that its
+        recorder also reads the new layers during generation.
+        """
+        if self.config.fused_feature_layers is not None:
+            raise ValueError(f"This drafter already fuses target layers {self.config.fused_feature_layers}.")
+        layers = fused_layer_indices(layers)
+        if self.target is not None and max(layers) >= len(decoder_layers(self.target)):
+            raise ValueError(
+                f"fused_feature_layers {layers}: the target has {len(decoder_layers(self.target))} layers."
+            )
+        norms, fc = self._fused_modules(layers)
+        self.config.fused_feature_layers = layers
+        self.fused_norms = norms.to(device=self.device, dtype=self.dtype)
+        self.fused_fc = fc.to(device=self.device, dtype=self.dtype)
+        self.fused_fc.weight.zero_()
+        if self.target is not None:
+            self.attach(self.target)
         return self
 
     @classmethod
@@ -457,6 +494,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         past_key_values: Cache | None = None,
         use_cache: bool = False,
         output_logits: bool = False,
+        fused_hidden_states: torch.Tensor | None = None,
     ) -> CoralDrafterOutput:
         r"""
         Args:
@@ -473,6 +511,9 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 The drafter's KV cache, extended in place when `use_cache=True`.
             output_logits (`bool`, defaults to `False`):
                 Also return the target LM head's logits of the predicted features.
+            fused_hidden_states (`torch.Tensor` of shape `(batch_size, seq_len, num_fused, hidden_size)`, *optional*):
+                Outputs of the target layers `config.fused_feature_layers` at the positions of real features `f_p`;
+                None where `hidden_states` are the drafter's own predictions.
         """
         if hidden_states.shape[:-1] != input_ids.shape or hidden_states.shape[-1] != self.config.target_hidden_size:
             raise ValueError(
@@ -484,6 +525,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         if self.token_norm is not None:
             embeddings, hidden_states = self.token_norm(embeddings), self.feature_norm(hidden_states)
         hidden_states = self.fc(torch.cat([embeddings, hidden_states], dim=-1))
+        if fused_hidden_states is not None:
+            hidden_states = hidden_states + self._fuse(fused_hidden_states, input_ids.shape)
         batch_size, query_length = input_ids.shape
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
@@ -512,6 +555,16 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             logits=self.compute_logits(hidden_states) if output_logits else None,
             past_key_values=past_key_values,
         )
+
+    def _fuse(self, fused_hidden_states: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        if self.fused_fc is None:
+            raise ValueError("This drafter fuses no target layers (config.fused_feature_layers is None).")
+        expected = (*shape, len(self.fused_norms), self.config.target_hidden_size)
+        if tuple(fused_hidden_states.shape) != expected:
+            raise ValueError(f"fused_hidden_states must be {expected}, got {tuple(fused_hidden_states.shape)}.")
+        fused_hidden_states = fused_hidden_states.to(self.dtype)
+        normed = [norm(fused_hidden_states[..., index, :]) for index, norm in enumerate(self.fused_norms)]
+        return self.fused_fc(torch.cat(normed, dim=-1))
 
     # ------------------------------------------------------------------ generation
 

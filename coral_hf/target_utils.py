@@ -45,6 +45,15 @@ def decoder_stack(target: nn.Module) -> nn.Module:
     return decoder
 
 
+def decoder_layers(target: nn.Module) -> nn.ModuleList:
+    """The target's decoder layers, in order (their outputs are the residual stream after each layer)."""
+    decoder = decoder_stack(target)
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"Cannot find the decoder layers of {type(decoder).__name__} (expected a `layers` list).")
+    return layers
+
+
 def _probe_rows(weight: torch.Tensor) -> torch.Tensor:
     vocab_size = weight.shape[0]
     return torch.linspace(0, vocab_size - 1, _PROBE_ROWS).round().long()
@@ -103,6 +112,9 @@ def check_compatible(config: CoralConfig, target: nn.Module) -> None:
     for key, value in expected.items():
         if value is not None and value != actual[key]:
             problems.append(f"{key}: drafter expects {value!r}, target has {actual[key]!r}")
+    num_layers = text_config.num_hidden_layers
+    if config.fused_feature_layers and max(config.fused_feature_layers) >= num_layers:
+        problems.append(f"fused_feature_layers {config.fused_feature_layers}: target has {num_layers} decoder layers")
     if not problems and config.target_fingerprint is not None:
         if not fingerprints_match(config.target_fingerprint, target_fingerprint(model)):
             problems.append(

@@ -350,7 +350,8 @@ class TreeDecoder:
         return path, new_tokens, scores[chosen_by]
 
     def commit(self, tree: DraftTree, path: list[int]) -> None:
-        """Compact the target's KV cache and the recorded features to the accepted path of the verified `tree`.
+        """Compact the target's KV cache and the recorded features (fused ones too) to the accepted path of the
+        verified `tree`.
 
         Only the tree's block at the end moves: the accepted nodes are gathered to its front (a no-op when they
         already are, e.g. a chain-shaped round) and the rest is cropped, so a round copies `len(tree)` cache entries
@@ -359,18 +360,23 @@ class TreeDecoder:
         past_length = self.target_cache.get_seq_length() - len(tree)
         rejected = len(tree) - len(path)
         offset = self.recorder.offset
-        features = self.recorder.features
+        recorded = [self.recorder.features, self.recorder.fused_features]
+        recorded = [tensor for tensor in recorded if tensor is not None]
         if path != list(range(len(path))):
-            source = torch.tensor(path, device=features.device) + past_length
+            source = torch.tensor(path, device=recorded[0].device) + past_length
             for layer in self.target_cache.layers:
                 for tensor in (layer.keys, layer.values):
                     tensor[..., past_length : past_length + len(path), :] = tensor.index_select(
                         -2, source.to(tensor.device)
                     )
-            features[:, past_length - offset : past_length - offset + len(path)] = features[:, source - offset]
+            for tensor in recorded:
+                tensor[:, past_length - offset : past_length - offset + len(path)] = tensor[:, source - offset]
         if rejected:
             self.target_cache.crop(-rejected)
-            self.recorder.features = features[:, : features.shape[1] - rejected]
+            self.recorder.features = self.recorder.features[:, : self.recorder.features.shape[1] - rejected]
+            if self.recorder.fused_features is not None:
+                fused = self.recorder.fused_features
+                self.recorder.fused_features = fused[:, : fused.shape[1] - rejected]
 
     # ------------------------------------------------------------------ loop
 

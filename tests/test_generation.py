@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from coral_hf import CoralDrafter
+from coral_hf import CoralDrafter, tree_generate
+from coral_hf.training.feature_cache import compute_fused_target_features
 
 from .testing_utils import (
     FAMILIES,
@@ -317,3 +318,35 @@ def test_copy_only_rounds_propose_copy_only_tokens(monkeypatch):
         assert copy_only > 0 and max(asked) == (copy_only_tokens or 4)
     with pytest.raises(ValueError, match="copy_only_tokens must be >= 1"):
         CoralDrafter.from_target(target, copy_only_tokens=0)
+
+
+@pytest.mark.parametrize("mode", ["chain", "tree"])
+def test_fused_layers_read_in_generation_are_the_ones_training_computes(mode, monkeypatch):
+    target = make_tiny_target("llama")
+    drafter = train_tiny_drafter(target, steps=150)  # accepts often: rollbacks and tree compaction happen
+    drafter.add_fused_feature_layers([0])
+    with torch.no_grad():
+        drafter.fused_fc.weight.normal_(std=0.1)  # the fused layer now changes the drafts
+    calls = []
+    forward = drafter.forward
+
+    def spy(**kwargs):
+        if kwargs.get("fused_hidden_states") is not None:
+            calls.append(
+                {name: kwargs[name].clone() for name in ("position_ids", "hidden_states", "fused_hidden_states")}
+            )
+        return forward(**kwargs)
+
+    monkeypatch.setattr(drafter, "forward", spy)
+    mode_kwargs = (
+        {"custom_generate": tree_generate, "drafter": drafter} if mode == "tree" else {"assistant_model": drafter}
+    )
+    prompt = _prompt(0, length=5, vocab=target.config.vocab_size)
+    output = target.generate(prompt, max_new_tokens=40, do_sample=False, **mode_kwargs)
+    assert torch.equal(output, target.generate(prompt, max_new_tokens=40, do_sample=False))
+    assert len(calls) > 3
+    features, fused = compute_fused_target_features(target, output, None, [0])
+    for call in calls:  # every position the drafter read: the target's features of the output it accepted
+        positions = call["position_ids"][0]
+        torch.testing.assert_close(call["hidden_states"], features[:, positions], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(call["fused_hidden_states"], fused[:, positions], atol=1e-4, rtol=1e-4)

@@ -75,6 +75,40 @@ def test_added_layers_start_as_the_identity_and_then_learn(tmp_path):
         loaded.add_draft_layers(2)
 
 
+def test_fused_feature_layers_start_unused_and_then_learn(tmp_path):
+    target = make_tiny_target("llama")
+    drafter = CoralDrafter.from_target(target)
+    ids, features, fused = torch.randint(1, 96, (1, 7)), torch.randn(1, 7, 48), torch.randn(1, 7, 2, 48)
+    with torch.no_grad():
+        before = drafter(input_ids=ids, hidden_states=features, output_logits=True).logits
+    with pytest.raises(ValueError, match="the target has 2 layers"):
+        drafter.add_fused_feature_layers([1, 2])
+    assert drafter.config.fused_feature_layers is None and drafter.fused_fc is None  # a refusal changes nothing
+    drafter.add_fused_feature_layers([1, 0])
+    output = drafter(input_ids=ids, hidden_states=features, fused_hidden_states=fused, output_logits=True)
+    torch.testing.assert_close(output.logits, before)  # the same drafter until trained
+    output.logits.logsumexp(-1).sum().backward()
+    assert drafter.fused_fc.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"fused_hidden_states must be \(1, 7, 2, 48\)"):
+        drafter(input_ids=ids, hidden_states=features, fused_hidden_states=fused[:, :, :1])
+    with pytest.raises(ValueError, match="already fuses target layers"):
+        drafter.add_fused_feature_layers([0])
+
+    with torch.no_grad():
+        drafter.fused_fc.weight.normal_()
+        expected = drafter(input_ids=ids, hidden_states=features, fused_hidden_states=fused, output_logits=True)
+    drafter.save_pretrained(tmp_path)
+    loaded = CoralDrafter.from_pretrained(tmp_path, target=target)
+    assert loaded.config.fused_feature_layers == [1, 0]
+    with torch.no_grad():
+        actual = loaded(input_ids=ids, hidden_states=features, fused_hidden_states=fused, output_logits=True)
+    torch.testing.assert_close(actual.logits, expected.logits)
+    with pytest.raises(ValueError, match="fuses no target layers"):
+        CoralDrafter.from_target(target)(input_ids=ids, hidden_states=features, fused_hidden_states=fused)
+    with pytest.raises(CoralTargetMismatchError, match="fused_feature_layers"):
+        CoralDrafter.from_pretrained(tmp_path, target=make_tiny_target("llama", num_hidden_layers=1))
+
+
 def test_auto_classes_load_an_unattached_drafter(tmp_path):
     target = make_tiny_target("mistral")
     CoralDrafter.from_target(target).save_pretrained(tmp_path)

@@ -430,40 +430,13 @@ def test_cli_continued_training_keeps_the_earlier_recipe(saved_tiny_target, tmp_
     recipe = load_drafter(str(second), target=AutoModelForCausalLM.from_pretrained(target_dir)).config.training_recipe
     assert recipe["steps"] == 2 and recipe["continued_from"]["steps"] == 3
 
-    grown = tmp_path / "grown"  # continue with a second decoder layer
-    assert (
-        main(
-            [
-                *common,
-                "--max-steps",
-                "2",
-                "--output-dir",
-                str(grown),
-                "--init-from",
-                str(second),
-                "--num-draft-layers",
-                "2",
-            ]
-        )
-        == 0
-    )
+    grown = tmp_path / "grown"  # continue with a second decoder layer and the target's first layer fused in
+    more = ["--max-steps", "2", "--num-draft-layers", "2", "--fused-feature-layers", "0"]
+    assert main([*common, *more, "--output-dir", str(grown), "--init-from", str(second)]) == 0
     drafter = load_drafter(str(grown), target=AutoModelForCausalLM.from_pretrained(target_dir))
     assert len(drafter.layers) == drafter.config.num_draft_layers == 2
-    shrunk = tmp_path / "shrunk"
-    assert (
-        main(
-            [
-                *common,
-                "--max-steps",
-                "2",
-                "--output-dir",
-                str(shrunk),
-                "--init-from",
-                str(grown),
-                "--num-draft-layers",
-                "1",
-            ]
-        )
-        == 2
-    )
-    assert not (shrunk / "model.safetensors").exists()
+    assert drafter.config.fused_feature_layers == [0] and drafter.fused_fc.weight.abs().sum() > 0  # trained
+    for wrong in (["--num-draft-layers", "1"], ["--fused-feature-layers", "2"]):  # shrink; the target has 2 layers
+        failed = tmp_path / "failed"
+        assert main([*common, "--max-steps", "2", "--output-dir", str(failed), "--init-from", str(grown), *wrong]) == 2
+        assert not (failed / "model.safetensors").exists()

@@ -8,6 +8,7 @@ from transformers import GenerationConfig
 
 from coral_hf import CoralDrafter
 from coral_hf.generation import CoralCandidateGenerator
+from coral_hf.training.feature_cache import compute_fused_target_features
 from coral_hf.training.objective import CoralLossConfig, coral_loss
 from coral_hf.training.unroll import multi_step_attention_mask, unrolled_forward
 
@@ -24,27 +25,36 @@ def test_step_one_mask_is_causal_and_later_steps_follow_the_draft_chain():
     assert step3_block.nonzero().flatten().tolist() == [p]  # depth-2 prediction of f_p
 
 
+@pytest.mark.parametrize("fused_layers", [None, [1, 0]])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_unrolled_step_s_equals_inference_draft_depth_s(family):
+def test_unrolled_step_s_equals_inference_draft_depth_s(family, fused_layers):
     target = make_tiny_target(family)
-    drafter = CoralDrafter.from_target(target, num_draft_layers=2)
+    drafter = CoralDrafter.from_target(target, num_draft_layers=2, fused_feature_layers=fused_layers)
     with torch.no_grad():
         for parameter in drafter.parameters():  # a random drafter far from identity, so depths really differ
             parameter.add_(torch.randn_like(parameter) * 0.05)
     depth = 4
     prefix = torch.randint(1, target.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        prefix_features = target.model(prefix).last_hidden_state
+        prefix_features, prefix_fused = compute_fused_target_features(target, prefix, None, fused_layers or [0])
 
         # Inference path: the candidate generator drafts `depth` tokens from the verified prefix.
         generator = CoralCandidateGenerator(drafter, GenerationConfig(do_sample=False))
         drafter.feature_recorder.features = prefix_features[:, :-1]  # the target has verified positions 0..n-2
+        if fused_layers:
+            drafter.feature_recorder.fused_features = prefix_fused[:, :-1]
         drafted, draft_logits = generator.get_candidates(prefix, max_new_tokens=depth)
         assert draft_logits.shape[1] == depth
 
         # Training path on the drafted sequence: real target features everywhere, the mask decides what is seen.
-        sequence_features = target.model(drafted).last_hidden_state
-        steps = unrolled_forward(drafter, drafted, sequence_features, num_steps=depth)
+        sequence_features, sequence_fused = compute_fused_target_features(target, drafted, None, fused_layers or [0])
+        steps = unrolled_forward(
+            drafter,
+            drafted,
+            sequence_features,
+            num_steps=depth,
+            fused_features=sequence_fused if fused_layers else None,
+        )
 
     n = prefix.shape[1]
     for s in range(1, depth + 1):

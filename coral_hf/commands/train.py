@@ -88,6 +88,16 @@ class TrainScriptArguments:
             "metavar": "N",
         },
     )
+    fused_feature_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Also feed the drafter these target decoder layers' outputs (0-based; EAGLE-3's low/mid-level "
+            "features, e.g. 1 14 26 for a 30-layer target). With --init-from: added to the trained drafter, "
+            "starting unused (CoralDrafter.add_fused_feature_layers). Trains on online features only.",
+            "nargs": "+",
+            "metavar": "LAYER",
+        },
+    )
     shortlist_size: int | None = field(
         default=None,
         metadata={
@@ -253,13 +263,14 @@ def run_train(args: argparse.Namespace) -> int:
 
     if script.init_from is not None:
         drafter = CoralDrafter.from_pretrained(script.init_from, target=target, dtype=torch.float32)
-        if script.num_draft_layers is not None:
-            try:
+        try:
+            if script.num_draft_layers is not None:
                 drafter.add_draft_layers(script.num_draft_layers)
-            except ValueError as error:
-                return fail(
-                    f"--num-draft-layers {script.num_draft_layers} with --init-from {script.init_from}: {error}"
-                )
+            fused = script.fused_feature_layers
+            if fused and drafter.config.fused_feature_layers != fused:
+                drafter.add_fused_feature_layers(fused)
+        except ValueError as error:  # CoralTargetMismatchError included
+            return fail(f"cannot grow the --init-from drafter {str(script.init_from)!r}: {error}")
     elif script.shortlist_size:
         counts = token_frequencies(train_dataset["input_ids"], target.config.vocab_size, train_dataset["loss_mask"])
         drafter = CoralDrafter.from_target(
@@ -268,6 +279,7 @@ def run_train(args: argparse.Namespace) -> int:
             token_counts=counts,
             draft_length=script.draft_length,
             num_draft_layers=script.num_draft_layers or 1,
+            fused_feature_layers=script.fused_feature_layers,
             num_groups=script.num_groups,
             active_groups=script.active_groups,
             group_strategy="frequency",
@@ -280,6 +292,7 @@ def run_train(args: argparse.Namespace) -> int:
             dtype=torch.float32,
             draft_length=script.draft_length,
             num_draft_layers=script.num_draft_layers or 1,
+            fused_feature_layers=script.fused_feature_layers,
         )
     earlier_recipe = drafter.config.training_recipe
     if training_args.stage == "router":

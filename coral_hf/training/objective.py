@@ -63,6 +63,7 @@ def coral_loss(
     attention_mask: torch.Tensor | None,
     config: CoralLossConfig,
     generator: torch.Generator | None = None,
+    fused_features: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one batch and its metrics.
 
@@ -79,13 +80,21 @@ def coral_loss(
         attention_mask: `[batch, T]` padding mask (1 = real token), or None.
         config: loss weights and options.
         generator: random generator for feature noise and CSRA subsampling.
+        fused_features: `[batch, T, num_fused, hidden]` outputs of the drafter's `fused_feature_layers` (drafters
+            that fuse target layers; see `compute_fused_target_features`).
 
     Returns:
         The scalar loss and float metrics: `loss_step_{s}` and `acc_step_{s}` (top-1 agreement with the target at
         draft depth s), `feature_loss`, `ce_loss`, `csra` and `positions`.
     """
     step_outputs = unrolled_forward(
-        drafter, input_ids, features, config.unroll_steps, feature_noise=config.feature_noise, generator=generator
+        drafter,
+        input_ids,
+        features,
+        config.unroll_steps,
+        feature_noise=config.feature_noise,
+        generator=generator,
+        fused_features=fused_features,
     )
     label_mask = loss_mask[:, 2:].bool()
     if attention_mask is not None:

@@ -110,6 +110,7 @@ def router_stage_loss(
     attention_mask: torch.Tensor | None = None,
     unroll_steps: int = 1,
     soft_labels: bool = True,
+    fused_features: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The router stage's loss of one batch: the frozen drafter predicts, the router learns to cover the target.
 
@@ -126,12 +127,13 @@ def router_stage_loss(
         attention_mask: `[batch, T]` padding mask (1 = real token), or None.
         unroll_steps: drafting depths to train the router on (1 = the drafter's single-step predictions).
         soft_labels: use the target's mass per group as the label (default) instead of its top-1 token's group.
+        fused_features: the fused target layers' outputs, for drafters that fuse them (see `coral_loss`).
 
     Returns:
         The loss and float metrics: `router_coverage`, `router_acc` and `positions` (labelled positions per depth).
     """
     with torch.no_grad():
-        step_outputs = unrolled_forward(drafter, input_ids, features, unroll_steps)
+        step_outputs = unrolled_forward(drafter, input_ids, features, unroll_steps, fused_features=fused_features)
         label_mask = loss_mask[:, 2:].bool()
         if attention_mask is not None:
             label_mask &= attention_mask[:, 2:].bool()

@@ -24,7 +24,12 @@ from .callbacks import (
     DrafterCardTrainerMixin,
     UnrollScheduleCallback,
 )
-from .feature_cache import CoralFeatureCollator, build_feature_cache, compute_target_features
+from .feature_cache import (
+    CoralFeatureCollator,
+    build_feature_cache,
+    compute_fused_target_features,
+    compute_target_features,
+)
 from .objective import CoralLossConfig, coral_loss
 from .router import freeze_for_router_stage, router_stage_loss
 
@@ -347,6 +352,11 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
         setattr(model, LOSS_CONFIG_ATTRIBUTE, self.loss_config)
         self.add_callback(UnrollScheduleCallback(self.loss_config, args.unroll_warmup_ratio, args.csra_warmup_ratio))
         if args.feature_cache_dir is not None:
+            if model.config.fused_feature_layers:
+                raise ValueError(
+                    "A feature cache holds the target's last-layer features only: train a drafter with "
+                    "fused_feature_layers on online features (no feature_cache_dir)."
+                )
             self._use_feature_cache(Path(args.feature_cache_dir))
         # With several named eval sets, add `AcceptanceEvalCallback`s by hand (one per set that matters).
         single_eval_set = self.eval_dataset is not None and not isinstance(self.eval_dataset, dict)
@@ -400,8 +410,13 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
         """
         drafter = self.model
         attention_mask = inputs.get("attention_mask")
-        features = inputs.get("features")
-        if features is None:
+        features, fused = inputs.get("features"), None
+        fused_layers = drafter.config.fused_feature_layers
+        if features is None and fused_layers:
+            features, fused = compute_fused_target_features(
+                drafter.target, inputs["input_ids"], attention_mask, fused_layers
+            )
+        elif features is None:
             features = compute_target_features(drafter.target, inputs["input_ids"], attention_mask)
         if self.args.stage == "router":
             return router_stage_loss(
@@ -412,10 +427,13 @@ class CoralTrainer(DrafterCardTrainerMixin, Trainer):
                 attention_mask,
                 unroll_steps=config.unroll_steps,
                 soft_labels=self.args.router_soft_labels,
+                fused_features=fused,
             )
         if model is not drafter:
             drafter = _SyncedDrafter(model, drafter)
-        return coral_loss(drafter, inputs["input_ids"], features, inputs["loss_mask"], attention_mask, config)
+        return coral_loss(
+            drafter, inputs["input_ids"], features, inputs["loss_mask"], attention_mask, config, fused_features=fused
+        )
 
     def compute_loss(
         self,

@@ -30,6 +30,7 @@ def unrolled_forward(
     num_steps: int,
     feature_noise: float = 0.0,
     generator: torch.Generator | None = None,
+    fused_features: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Run the drafter for `num_steps` unrolled steps over whole sequences.
 
@@ -40,6 +41,9 @@ def unrolled_forward(
         num_steps: unrolled depth n (1 = EAGLE single-step training).
         feature_noise: amplitude a of uniform U(-a, a) noise added to the real input features (EAGLE).
         generator: random generator for the noise.
+        fused_features: `[batch, T, num_fused, hidden]` outputs of the drafter's `fused_feature_layers`, for
+            drafters that fuse them: they join the real features (step 1), as in generation, where the positions
+            drafted ahead have none.
 
     Returns:
         `num_steps` tensors `[batch, T - 1, hidden]`; entry s - 1 at position p is the drafter's prediction of
@@ -66,6 +70,7 @@ def unrolled_forward(
             position_ids=positions,
             past_key_values=cache,
             use_cache=step < num_steps,
+            fused_hidden_states=fused_features[:, :-1] if fused_features is not None and step == 1 else None,
         ).last_hidden_state
         outputs.append(output)
         # Next depth: position q takes the prediction of f_q made at q - 1; position 0 has none and stays real.
