@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the SmolLM2 drafter on the device machine's GPU from the pieces `scripts/device_bundle.py` packs, continuing
 # from the shipped weights, for about $MINUTES minutes; the drafter (bf16), its config and the run's trainer_state.json
-# land in $OUT. Test it on CPU first: DEVICE_TEST=1 OUT=/tmp/out bash scripts/device_train.sh (two tiny steps).
+# land in $OUT. $LAYERS / $FUSED grow the drafter (`--num-draft-layers`, `--fused-feature-layers`, e.g. FUSED="1 14 26").
+# Test it on CPU first: DEVICE_TEST=1 OUT=/tmp/out bash scripts/device_train.sh (two tiny steps).
 set -euo pipefail
 PARTS=${PARTS:-/tmp/coral-parts}
 SITE=${SITE:-/tmp/coral-site}
@@ -36,7 +37,8 @@ fi
 timeout "$((MINUTES * 60))" python3 -m coral_hf.cli train --bf16 --data /tmp/train.jsonl --max-length 512 \
   --learning-rate "${LR:-2e-4}" --warmup-steps 60 --unroll-steps 3 --csra-weight 0.1 --shortlist-size 16384 \
   --num-groups 256 --active-groups 16 --feature-weight 1.0 --ce-weight 1.0 --draft-length 5 --save-total-limit 2 \
-  --logging-steps 25 --seed "${SEED:-2}" --init-from coral_hf/drafters/smollm2-135m-instruct --output-dir "$RUN" "${SIZE[@]}" \
+  --logging-steps 25 --seed "${SEED:-2}" ${LAYERS:+--num-draft-layers "$LAYERS"} ${FUSED:+--fused-feature-layers $FUSED} \
+  --init-from coral_hf/drafters/smollm2-135m-instruct --output-dir "$RUN" "${SIZE[@]}" \
   2>&1 | tee "$OUT/train.log" | grep -v "it/s]" || true
 
 LAST=$(ls -d "$RUN"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1)
