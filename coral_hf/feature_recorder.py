@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .target_utils import decoder_layers, decoder_stack
+from .target_utils import decoder_stack, hook_layer_outputs
 
 
 class TargetFeatureRecorder:
@@ -32,10 +32,8 @@ class TargetFeatureRecorder:
             decoder.register_forward_hook(self._after_forward, with_kwargs=True),
         ]
         fused_layers = drafter.config.fused_feature_layers or []
-        layers = decoder_layers(target) if fused_layers else []
         self._layer_outputs: list[torch.Tensor | None] = [None] * len(fused_layers)
-        for slot, index in enumerate(fused_layers):
-            self._handles.append(layers[index].register_forward_hook(self._layer_hook(slot)))
+        self._handles += hook_layer_outputs(target, fused_layers, self._keep_layer_output)
         self._armed = False
         self._recording = False
         self._start = 0
@@ -74,12 +72,9 @@ class TargetFeatureRecorder:
             self.features = self.fused_features = None
             self._refuse_ignored_assistant()
 
-    def _layer_hook(self, slot: int):
-        def keep_output(module: nn.Module, args: tuple, output: Any) -> None:
-            if self._recording:
-                self._layer_outputs[slot] = (output[0] if isinstance(output, tuple) else output).detach()
-
-        return keep_output
+    def _keep_layer_output(self, slot: int, hidden: torch.Tensor) -> None:
+        if self._recording:
+            self._layer_outputs[slot] = hidden.detach()
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
         if not self._recording:
@@ -89,6 +84,19 @@ class TargetFeatureRecorder:
         if self._layer_outputs:
             self.fused_features = self._extend(self.fused_features, torch.stack(self._layer_outputs, dim=2))
             self._layer_outputs = [None] * len(self._layer_outputs)
+
+    def compact(self, start: int, source: torch.Tensor | None, rejected: int) -> None:
+        """Follow a tree round's KV-cache compaction: the recorded positions `source` (absolute, in order) move to
+        `start` onwards (None: they already are there), then the last `rejected` positions are dropped."""
+        for name in ("features", "fused_features"):
+            recorded = getattr(self, name)
+            if recorded is None:
+                continue
+            if source is not None:
+                begin = start - self.offset
+                recorded[:, begin : begin + len(source)] = recorded[:, source - self.offset]
+            if rejected:
+                setattr(self, name, recorded[:, : recorded.shape[1] - rejected])
 
     def _extend(self, recorded: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
         """`recorded` up to this forward's start position (rejected positions dropped), then `new`."""

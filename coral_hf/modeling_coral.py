@@ -21,7 +21,7 @@ from .generation import CoralCandidateGenerator
 from .hub.push import push_drafter
 from .hub.safety import check_safetensors_only
 from .lm_head import GroupedLMHead, build_permutation, frequency_shortlist, token_groups
-from .target_utils import check_compatible, decoder_layers, target_fingerprint, unwrap_target
+from .target_utils import check_compatible, fused_layers_problem, target_fingerprint, unwrap_target
 
 
 @dataclass
@@ -272,10 +272,9 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         if self.config.fused_feature_layers is not None:
             raise ValueError(f"This drafter already fuses target layers {self.config.fused_feature_layers}.")
         layers = fused_layer_indices(layers)
-        if self.target is not None and max(layers) >= len(decoder_layers(self.target)):
-            raise ValueError(
-                f"fused_feature_layers {layers}: the target has {len(decoder_layers(self.target))} layers."
-            )
+        problem = fused_layers_problem(layers, self.target) if self.target is not None else None
+        if problem:
+            raise ValueError(problem)
         norms, fc = self._fused_modules(layers)
         self.config.fused_feature_layers = layers
         self.fused_norms = norms.to(device=self.device, dtype=self.dtype)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
 
 from .configuration_coral import CoralConfig
@@ -52,6 +55,31 @@ def decoder_layers(target: nn.Module) -> nn.ModuleList:
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"Cannot find the decoder layers of {type(decoder).__name__} (expected a `layers` list).")
     return layers
+
+
+def hook_layer_outputs(
+    target: nn.Module, layers: Sequence[int], keep: Callable[[int, torch.Tensor], None]
+) -> list[RemovableHandle]:
+    """Forward hooks on the target's decoder `layers` that call `keep(slot, hidden)` with each one's output hidden
+    states, `slot` being the layer's place in `layers`. The recorder (generation) and
+    `compute_fused_target_features` (training) read fused layers through this, so both see the same tensors."""
+
+    def hook_for(slot: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            keep(slot, output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    modules = decoder_layers(target)
+    return [modules[index].register_forward_hook(hook_for(slot)) for slot, index in enumerate(layers)]
+
+
+def fused_layers_problem(layers: Sequence[int] | None, target: nn.Module) -> str | None:
+    """Why `target` cannot provide the fused feature `layers` (an index beyond its decoder layers), or None."""
+    num_layers = len(decoder_layers(target))
+    if layers and max(layers) >= num_layers:
+        return f"fused_feature_layers {list(layers)}: target has {num_layers} decoder layers"
+    return None
 
 
 def _probe_rows(weight: torch.Tensor) -> torch.Tensor:
@@ -112,9 +140,9 @@ def check_compatible(config: CoralConfig, target: nn.Module) -> None:
     for key, value in expected.items():
         if value is not None and value != actual[key]:
             problems.append(f"{key}: drafter expects {value!r}, target has {actual[key]!r}")
-    num_layers = text_config.num_hidden_layers
-    if config.fused_feature_layers and max(config.fused_feature_layers) >= num_layers:
-        problems.append(f"fused_feature_layers {config.fused_feature_layers}: target has {num_layers} decoder layers")
+    fused_problem = fused_layers_problem(config.fused_feature_layers, model)
+    if fused_problem:
+        problems.append(fused_problem)
     if not problems and config.target_fingerprint is not None:
         if not fingerprints_match(config.target_fingerprint, target_fingerprint(model)):
             problems.append(

@@ -359,24 +359,17 @@ class TreeDecoder:
         """
         past_length = self.target_cache.get_seq_length() - len(tree)
         rejected = len(tree) - len(path)
-        offset = self.recorder.offset
-        recorded = [self.recorder.features, self.recorder.fused_features]
-        recorded = [tensor for tensor in recorded if tensor is not None]
+        source = None
         if path != list(range(len(path))):
-            source = torch.tensor(path, device=recorded[0].device) + past_length
+            source = torch.tensor(path, device=self.recorder.features.device) + past_length
             for layer in self.target_cache.layers:
                 for tensor in (layer.keys, layer.values):
                     tensor[..., past_length : past_length + len(path), :] = tensor.index_select(
                         -2, source.to(tensor.device)
                     )
-            for tensor in recorded:
-                tensor[:, past_length - offset : past_length - offset + len(path)] = tensor[:, source - offset]
         if rejected:
             self.target_cache.crop(-rejected)
-            self.recorder.features = self.recorder.features[:, : self.recorder.features.shape[1] - rejected]
-            if self.recorder.fused_features is not None:
-                fused = self.recorder.fused_features
-                self.recorder.fused_features = fused[:, : fused.shape[1] - rejected]
+        self.recorder.compact(past_length, source, rejected)
 
     # ------------------------------------------------------------------ loop
 

@@ -4,8 +4,9 @@
 # set (~15k conversations after the held-out split; $DATA / $MAX_SAMPLES to train on another chat file, e.g. the
 # output of `coral-hf regenerate`) in a new data order ($SEED, default 1), at a lower learning rate with a short
 # warm-up for the fresh optimizer state. Resumable: rerun the same command after an interruption. Outputs under
-# $RUNS (default runs/), in $NAME; $LR sets the learning rate; $LAYERS grows the drafter to that many decoder layers (the new ones start as the
-# identity, `--num-draft-layers`); $FUSED adds fused target layers (e.g. "1 14 26", `--fused-feature-layers`).
+# $RUNS (default runs/), in $NAME; $LR sets the learning rate; $LAYERS grows the drafter to that many decoder
+# layers (the new ones start as the identity, `--num-draft-layers`); $FUSED adds fused target layers (e.g.
+# "1 14 26", `--fused-feature-layers`).
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
 RUNS=${RUNS:-runs}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the SmolLM2 drafter on the device machine's GPU from the pieces `scripts/device_bundle.py` packs, continuing
 # from the shipped weights, for about $MINUTES minutes; the drafter (bf16), its config and the run's trainer_state.json
-# land in $OUT. $LAYERS / $FUSED grow the drafter (`--num-draft-layers`, `--fused-feature-layers`, e.g. FUSED="1 14 26").
+# land in $OUT. $LAYERS / $FUSED grow the drafter (`--num-draft-layers`, `--fused-feature-layers`, e.g.
+# FUSED="1 14 26").
 # Test it on CPU first: DEVICE_TEST=1 OUT=/tmp/out bash scripts/device_train.sh (two tiny steps).
 set -euo pipefail
 PARTS=${PARTS:-/tmp/coral-parts}

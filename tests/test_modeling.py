@@ -81,7 +81,7 @@ def test_fused_feature_layers_start_unused_and_then_learn(tmp_path):
     ids, features, fused = torch.randint(1, 96, (1, 7)), torch.randn(1, 7, 48), torch.randn(1, 7, 2, 48)
     with torch.no_grad():
         before = drafter(input_ids=ids, hidden_states=features, output_logits=True).logits
-    with pytest.raises(ValueError, match="the target has 2 layers"):
+    with pytest.raises(ValueError, match="target has 2 decoder layers"):
         drafter.add_fused_feature_layers([1, 2])
     assert drafter.config.fused_feature_layers is None and drafter.fused_fc is None  # a refusal changes nothing
     drafter.add_fused_feature_layers([1, 0])

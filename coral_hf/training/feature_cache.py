@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..target_utils import decoder_layers, decoder_stack, target_fingerprint, unwrap_target
+from ..target_utils import decoder_stack, hook_layer_outputs, target_fingerprint, unwrap_target
 from .data import CoralDataCollator
 
 logger = logging.getLogger(__name__)
@@ -88,16 +88,8 @@ def compute_fused_target_features(
     """`compute_target_features` and, from the same forward, the outputs of the target's decoder `layers`:
     `[batch, T, len(layers), hidden]`, what the recorder of a drafter with `fused_feature_layers` reads during
     generation."""
-    modules = decoder_layers(target)
     outputs: dict[int, torch.Tensor] = {}
-
-    def keep(slot: int):
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            outputs[slot] = output[0] if isinstance(output, tuple) else output
-
-        return hook
-
-    handles = [modules[index].register_forward_hook(keep(slot)) for slot, index in enumerate(layers)]
+    handles = hook_layer_outputs(target, layers, outputs.__setitem__)
     try:
         features = compute_target_features(target, input_ids, attention_mask)
     finally:
