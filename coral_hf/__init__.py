@@ -9,6 +9,7 @@ target.generate(**inputs, custom_generate=coral_hf.tree_generate, drafter=drafte
 from transformers import AutoConfig, AutoModel
 
 from .configuration_coral import CoralConfig
+from .datastore import NgramDatastore, build_datastore
 from .loading import load_drafter
 from .modeling_coral import CoralDrafter, CoralDrafterOutput
 from .packed_linear import pack_linear_weights, unpack_linear_weights
@@ -27,6 +28,8 @@ __all__ = [
     "CoralDrafter",
     "CoralDrafterOutput",
     "CoralTargetMismatchError",
+    "NgramDatastore",
+    "build_datastore",
     "check_compatible",
     "load_drafter",
     "load_target",

@@ -1,4 +1,4 @@
-"""The `coral-hf` command: one sub-command per job (demo, train, regenerate, bench, push, pull)."""
+"""The `coral-hf` command: one sub-command per job (demo, train, regenerate, datastore, bench, push, pull)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "coral_hf.commands.demo",
     "coral_hf.commands.train",
     "coral_hf.commands.regenerate",
+    "coral_hf.commands.datastore",
     "coral_hf.commands.bench",
     "coral_hf.commands.hub",
 )

@@ -126,6 +126,15 @@ class CoralConfig(PreTrainedConfig):
             tokens costs 1.26x one token, over 18 tokens 1.63x. 4 was the fastest measured (MT-bench and ShareGPT
             first turns: 2.23x vs 2.14x uncapped, 2.23x for 0; extraction 4.11x vs 3.76x). Written to
             `generation_config.tree_unmatched_copy_tokens`.
+        datastore_tokens (`int`, defaults to 10):
+            Tree decoding with a datastore (`drafter.datastore`, saved as `datastore.safetensors` beside the
+            weights, see `coral_hf.datastore`): most tokens of the continuation of the target's own earlier answers
+            proposed as one more branch; of them, at most `tree_unmatched_copy_tokens` are nodes the tree does not
+            already have. 0 disables the branch. Without a datastore it does nothing. Written to
+            `generation_config.datastore_tokens`.
+        datastore_min_ngram (`int`, defaults to 3):
+            Tree decoding with a datastore: the shortest suffix of the context that counts as a match (shorter ones
+            recur everywhere and predict little). Written to `generation_config.datastore_min_ngram`.
         head_mode (`str`, defaults to `"full"`):
             How draft logits are computed from the predicted feature: `"full"` (the target's whole LM head),
             `"router"` (CORAL's grouped head: only the router's top-`active_groups` vocabulary groups, `-inf`
@@ -181,6 +190,8 @@ class CoralConfig(PreTrainedConfig):
     tree_top_k: int = 2
     tree_confidence_threshold: float = 0.0
     tree_unmatched_copy_tokens: int = 4
+    datastore_tokens: int = 10
+    datastore_min_ngram: int = 3
     head_mode: str = "full"
     num_groups: int | None = None
     active_groups: int | None = None
@@ -215,6 +226,10 @@ class CoralConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.tree_unmatched_copy_tokens < 0:
             raise ValueError(f"tree_unmatched_copy_tokens must be >= 0, got {self.tree_unmatched_copy_tokens}.")
+        if self.datastore_tokens < 0:
+            raise ValueError(f"datastore_tokens must be >= 0, got {self.datastore_tokens}.")
+        if self.datastore_min_ngram < 1:
+            raise ValueError(f"datastore_min_ngram must be >= 1, got {self.datastore_min_ngram}.")
         if not 0.0 <= self.tree_confidence_threshold <= 1.0:
             raise ValueError(f"tree_confidence_threshold must be in [0, 1], got {self.tree_confidence_threshold}.")
         self._init_head_fields()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,15 +15,29 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 
 from .configuration_coral import HEAD_MODES, CoralConfig, fused_layer_indices
+from .datastore import DATASTORE_FILE, NgramDatastore
 from .feature_recorder import TargetFeatureRecorder
 from .generation import CoralCandidateGenerator
 from .hub.push import push_drafter
 from .hub.safety import check_safetensors_only
 from .lm_head import GroupedLMHead, build_permutation, frequency_shortlist, token_groups
 from .target_utils import check_compatible, fused_layers_problem, target_fingerprint, unwrap_target
+
+
+def _load_datastore(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> NgramDatastore | None:
+    """The drafter's datastore from its directory or Hub repo (same revision and cache), None when it has none."""
+    hub_options = ("revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder")
+    path = cached_file(
+        name_or_path,
+        DATASTORE_FILE,
+        **{name: kwargs[name] for name in hub_options if name in kwargs},
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return NgramDatastore.load(path) if path is not None else None
 
 
 @dataclass
@@ -93,6 +109,10 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
 
     Use it as `target.generate(**inputs, assistant_model=drafter)`; transformers' assisted decoding calls the
     drafter's `generate`, which drafts with [`CoralCandidateGenerator`].
+
+    `drafter.datastore` (an [`NgramDatastore`] of the target's own earlier answers, or None) proposes one more
+    branch in tree decoding; `save_pretrained` writes it as `datastore.safetensors` and `from_pretrained` reads it
+    back when the directory or Hub repo has one.
     """
 
     config_class = CoralConfig
@@ -132,10 +152,13 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             tree_top_k=config.tree_top_k,
             tree_confidence_threshold=config.tree_confidence_threshold,
             tree_unmatched_copy_tokens=config.tree_unmatched_copy_tokens,
+            datastore_tokens=config.datastore_tokens,
+            datastore_min_ngram=config.datastore_min_ngram,
         )
         self.__dict__["_target"] = None
         self.__dict__["_feature_recorder"] = None
         self.__dict__["_candidate_generator"] = None
+        self.__dict__["datastore"] = None
         self.post_init()
 
     def _fused_modules(self, layers: list[int] | None) -> tuple[nn.ModuleList | None, nn.Linear | None]:
@@ -304,6 +327,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 f"{pretrained_model_name_or_path}: the drafter's weights (model.safetensors) are corrupt or truncated "
                 f"({error}); download or save the drafter again."
             ) from error
+        drafter.datastore = _load_datastore(pretrained_model_name_or_path, kwargs)
         if target is not None:
             check_compatible(drafter.config, target)
             model = unwrap_target(target)
@@ -311,6 +335,12 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 drafter.to(dtype=model.dtype)
             drafter.to(model.device).attach(target)
         return drafter
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, plus `datastore.safetensors` when the drafter has a datastore."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.datastore is not None:
+            self.datastore.save(Path(save_directory) / DATASTORE_FILE)
 
     def push_to_hub(
         self,

@@ -150,6 +150,12 @@ class TreeDecoder:
         self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
         self.copy_only_after = copy_only_after(drafter)
         self.copy_only_tokens = copy_only_tokens(drafter, self.lookup_tokens)
+        self.datastore = drafter.datastore
+        datastore = datastore_settings(drafter)
+        self.datastore_tokens, self.datastore_min_ngram = (
+            datastore["datastore_tokens"],
+            datastore["datastore_min_ngram"],
+        )
         self.copy_streak = 0  # consecutive rounds whose copy branch was accepted to its end
         self.copy_only_rounds = 0
         self.target_cache = DynamicCache()
@@ -189,6 +195,8 @@ class TreeDecoder:
         accepted copies (`copy_only_after`) a copy of up to `copy_only_tokens` is proposed alone, with no drafter
         forward.
         A level is expanded only while its likeliest frontier node is at least `tree_confidence_threshold` likely.
+        With a datastore (`drafter.datastore`), the usual continuation of the context's longest suffix found in it
+        (up to `datastore_tokens`) joins the same way, adding at most `tree_unmatched_copy_tokens` new nodes.
         """
         device = sequence.device
         root = sequence[0, -1]
@@ -266,6 +274,11 @@ class TreeDecoder:
         copy_tail = -1
         if copy is not None:
             copy_tail = self._add_copy_branch(keep, tokens, parents, depths, copy)
+        datastore_length = min(self.datastore_tokens, max_copy)
+        if self.datastore is not None and datastore_length > 0:
+            continuation = self.datastore.lookup(sequence[0], datastore_length, self.datastore_min_ngram)
+            if continuation is not None:
+                self._add_copy_branch(keep, tokens, parents, depths, continuation, self.unmatched_copy_tokens)
         index = {node: position for position, node in enumerate(keep)}
         return DraftTree(
             tokens=torch.stack([tokens[node] for node in keep]),
@@ -276,17 +289,26 @@ class TreeDecoder:
 
     @staticmethod
     def _add_copy_branch(
-        keep: list[int], tokens: list[torch.Tensor], parents: list[int], depths: list[int], copy: torch.LongTensor
+        keep: list[int],
+        tokens: list[torch.Tensor],
+        parents: list[int],
+        depths: list[int],
+        copy: torch.LongTensor,
+        max_new: int | None = None,
     ) -> int:
         """Follow the copied continuation down the kept tree; nodes it does not find are added as a new branch.
 
-        The new nodes are appended to `keep` after their parents, so it stays in verification order. Returns the
-        node of the copy's last token.
+        The new nodes are appended to `keep` after their parents, so it stays in verification order; at most
+        `max_new` of them (None: no limit), the copy ending where that budget does. Returns the node of the copy's
+        last token.
         """
-        node = 0
+        node, added = 0, 0
         for token in copy.tolist():
             child = next((c for c in keep if parents[c] == node and int(tokens[c]) == token), None)
+            if child is None and max_new is not None and added >= max_new:
+                break
             if child is None:
+                added += 1
                 tokens.append(copy.new_tensor(token))
                 parents.append(node)
                 depths.append(depths[node] + 1)
@@ -427,6 +449,16 @@ class TreeDecoder:
         return sequence
 
 
+def datastore_settings(drafter: CoralDrafter) -> dict[str, int]:
+    """`datastore_tokens` and `datastore_min_ngram` from the drafter's generation config, else its config (a saved
+    generation config may predate them)."""
+    settings = {}
+    for name in ("datastore_tokens", "datastore_min_ngram"):
+        value = getattr(drafter.generation_config, name, None)
+        settings[name] = int(getattr(drafter.config, name) if value is None else value)
+    return settings
+
+
 _UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states", "output_logits")
 TREE_SETTINGS = (
     "tree_total_tokens",
@@ -550,6 +582,7 @@ __all__ = [
     "TREE_SETTINGS",
     "DraftTree",
     "TreeDecoder",
+    "datastore_settings",
     "sample_among_candidates",
     "tree_ancestor_mask",
     "tree_generate",

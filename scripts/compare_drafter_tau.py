@@ -3,7 +3,8 @@
     python scripts/compare_drafter_tau.py --json docs/bench/stage8/tau.json \
       smollm2-135m-instruct runs/stage8-code --sets humaneval:30 mtbench:3 sharegpt-heldout:12
 
-Greedy tree decoding with each drafter's shipped settings (copies included) on the first user turn of each prompt,
+Greedy tree decoding with each drafter's shipped settings (copies, and its datastore where it has one, included;
+`--no-datastore` leaves the datastore out) on the first user turn of each prompt,
 256 new tokens; tau = generated tokens / target forwards (prefill included), pooled per set, with each prompt's own.
 Acceptance does not depend on timing, so this can run beside a training job (it only runs slower); whether a drafter
 is faster is `coral-hf bench`'s job, on idle cores. Every drafter runs on the same target, loaded once.
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--no-datastore", action="store_true", help="Leave out each drafter's datastore branch.")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -55,6 +57,9 @@ def main() -> None:
     }
     for source in args.drafters:
         drafter, report["drafter_dtype"] = load_drafter_for_timing(source, target, pack)
+        if args.no_datastore:
+            drafter.datastore = None
+        report["datastore"] = None if drafter.datastore is None else drafter.datastore.source
         report["drafters"][source] = {}
         for name, inputs in encoded.items():
             tokens = forwards = 0

@@ -194,6 +194,46 @@ def test_run_bench_tree_beside_chain(pair, tokenizer, question_file, tmp_path):
         run_bench(target, tokenizer, drafter, load_prompts(str(question_file)), decoding=("beam",))
 
 
+def test_datastore_branch_runs_in_the_tree_with_copies_only(pair, tokenizer, question_file):
+    """The drafter's datastore joins `tree_hybrid` (unless `datastore=False`), never the drafter-only `tree`; the run
+    records it and leaves the drafter's settings as they were."""
+    from coral_hf.datastore import NgramDatastore
+    from coral_hf.eval.bench import encode_chat
+
+    target, drafter = pair
+    prompts = load_prompts(str(question_file))
+    answers = [
+        target.generate(ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)[0, ids.shape[1] :].tolist()
+        for ids in (encode_chat(tokenizer, [{"role": "user", "content": item.turns[0]}]) for item in prompts)
+    ]
+    drafter.datastore = NgramDatastore.build(answers, source="answers")
+    try:
+        summaries = {
+            datastore: run_bench(
+                target,
+                tokenizer,
+                drafter,
+                prompts,
+                max_new_tokens=MAX_NEW_TOKENS,
+                warmup=0,
+                prompt_lookup_tokens=None,
+                hybrid_tokens=4,
+                decoding=("chain", "tree"),
+                datastore=datastore,
+                draft_step_repetitions=0,
+            ).summary()
+            for datastore in (True, False)
+        }
+    finally:
+        drafter.datastore = None
+    assert summaries[True][TREE_HYBRID]["tau"] > summaries[False][TREE_HYBRID]["tau"]
+    assert summaries[True][TREE]["tau"] == summaries[False][TREE]["tau"]
+    assert summaries[True][TREE_HYBRID]["identical"] == summaries[True][TREE_HYBRID]["compared"] == TURNS
+    assert summaries[True]["settings"]["datastore"]["source"] == "answers"
+    assert summaries[False]["settings"]["datastore"] is None
+    assert drafter.generation_config.datastore_tokens == drafter.config.datastore_tokens
+
+
 def test_run_bench_sampling_skips_identity_check(pair, tokenizer, question_file):
     target, drafter = pair
     prompts = load_prompts(str(question_file), categories=["coding"])

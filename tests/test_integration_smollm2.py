@@ -77,6 +77,7 @@ def test_shipped_drafter_tree_is_lossless_and_beats_its_chain(smollm2):
     target, tokenizer = smollm2
     drafter = load_drafter("smollm2-135m-instruct", target=target)
     drafter.generation_config.prompt_lookup_num_tokens = None  # the drafter alone, in both decodings
+    drafter.generation_config.datastore_tokens = 0
     tree_tokens = tree_forwards = chain_tokens = chain_forwards = 0
     for prompt in PROMPTS:
         inputs = tokenizer.apply_chat_template(
@@ -103,6 +104,37 @@ def test_shipped_drafter_tree_is_lossless_and_beats_its_chain(smollm2):
     # Greedy, so deterministic: 72 tokens in 53 target forwards with the default tree (tau 1.36) vs 60 for the chain
     # (tau 1.20) on these prompts.
     assert tree_tokens / tree_forwards > chain_tokens / chain_forwards + 0.1
+
+
+def test_shipped_datastore_branch_is_lossless_and_gets_accepted(smollm2):
+    """The shipped drafter carries the target's own answers: on a code prompt its continuations are accepted."""
+    from coral_hf import tree_generate
+
+    target, tokenizer = smollm2
+    drafter = load_drafter("smollm2-135m-instruct", target=target)
+    assert drafter.datastore is not None and len(drafter.datastore) > 1_000_000
+    inputs = tokenizer.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": "Complete the following Python function:\n```python\ndef add(a, b):\n"
+                '    """Return the sum of a and b."""\n```',
+            }
+        ],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    plain = target.generate(**inputs, max_new_tokens=48, do_sample=False)
+    accepted = {}
+    for tokens in (0, 10):
+        drafter.generation_config.datastore_tokens = tokens
+        tree = target.generate(
+            **inputs, max_new_tokens=48, do_sample=False, custom_generate=tree_generate, drafter=drafter
+        )
+        assert torch.equal(plain, tree)
+        accepted[tokens] = drafter.last_generation_stats["accepted"]
+    assert accepted[10] > accepted[0]
 
 
 def test_demo_runs_chain_and_tree_and_names_the_faster(capsys):

@@ -165,6 +165,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="P",
         help="Tree: expand a level only while its likeliest node's path probability is >= P (0: always all levels).",
     )
+    generation.add_argument(
+        "--no-datastore",
+        action="store_true",
+        help="Tree with copies: leave out the drafter's datastore branch (coral-hf datastore), to measure what it "
+        "adds; the drafter-only tree never uses it.",
+    )
     generation.add_argument("--seed", type=int, default=0, help="Seed for sampling and for `--drafter random`.")
 
     measurement = parser.add_argument_group("measurement and output")
@@ -296,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
         copy_only_tokens=args.copy_only_tokens,
         decoding=("chain", "tree") if "tree" in args.decoding else ("chain",),
         tree_overrides={name: getattr(args, name) for name in TREE_SETTINGS if getattr(args, name) is not None},
+        datastore=not args.no_datastore,
         seed=args.seed,
         progress=not args.no_progress,
         draft_step_repetitions=args.draft_step_repetitions,

@@ -47,7 +47,7 @@ from transformers.generation.streamers import BaseStreamer
 from ..generation import copy_only_after as resolved_copy_only_after
 from ..generation import copy_only_tokens as resolved_copy_only_tokens
 from ..modeling_coral import CoralDrafter
-from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
+from ..tree_decoding import TREE_SETTINGS, datastore_settings, tree_generate, tree_settings
 from .prompts import PromptItem
 from .ties import is_low_precision, is_numerical_tie, pair_gaps_by_shape
 from .timing import time_draft_step
@@ -380,11 +380,13 @@ class _Runner:
         temperature: float,
         prompt_lookup_tokens: int | None,
         hybrid_tokens: int | None = None,
+        datastore_tokens: int = 0,
         keep_scores: bool = False,
     ):
         self.target = target
         self.drafter = drafter
         self.hybrid_tokens = hybrid_tokens
+        self.datastore_tokens = datastore_tokens
         self.keep_scores = keep_scores
         self.device = target.device
         config = copy.deepcopy(target.generation_config)
@@ -416,6 +418,8 @@ class _Runner:
             # The same drafter alone, or with prompt-lookup copies (read when its generation starts).
             hybrid = mode in (HYBRID, TREE_HYBRID)
             self.drafter.generation_config.prompt_lookup_num_tokens = self.hybrid_tokens if hybrid else None
+            # The datastore branch is a copy too: the tree with copies proposes it, the drafter's own tree does not.
+            self.drafter.generation_config.datastore_tokens = self.datastore_tokens if hybrid else 0
         if mode in (DRAFTER, HYBRID):
             kwargs["assistant_model"] = self.drafter
         if mode in TREE_MODES:
@@ -555,6 +559,7 @@ def run_bench(
     copy_only_tokens: int | None = None,
     decoding: Sequence[str] = ("chain",),
     tree_overrides: Mapping[str, float] | None = None,
+    datastore: bool = True,
     seed: int = 0,
     progress: bool = False,
     draft_step_repetitions: int = 100,
@@ -591,6 +596,8 @@ def run_bench(
             side with the chain in the same run.
         tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` / `tree_confidence_threshold` /
             `tree_unmatched_copy_tokens` overriding the drafter's generation config for the run.
+        datastore: whether `tree_hybrid` also proposes the drafter's datastore continuations (when it has a
+            datastore, see `coral_hf.datastore`); the `tree` mode never does: it measures the drafter alone.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
         draft_step_repetitions: timed draft steps (`coral_hf.eval.timing.time_draft_step`, after the generations) for
@@ -622,6 +629,10 @@ def run_bench(
     original_tree = {name: getattr(drafter_config, name, None) for name in TREE_SETTINGS}
     original_copy_only_after = getattr(drafter_config, "copy_only_after", None)
     original_copy_only_tokens = getattr(drafter_config, "copy_only_tokens", None)
+    original_datastore_tokens = getattr(drafter_config, "datastore_tokens", None)
+    datastore_tokens = 0
+    if datastore and drafter.datastore is not None and "tree" in decoding and hybrid_tokens is not None:
+        datastore_tokens = datastore_settings(drafter)["datastore_tokens"]
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
     if confidence_threshold is not None:
@@ -641,6 +652,7 @@ def run_bench(
         temperature=temperature,
         prompt_lookup_tokens=prompt_lookup_tokens,
         hybrid_tokens=hybrid_tokens,
+        datastore_tokens=datastore_tokens,
         # Low precision: a divergence may be a numerical tie, judged on the scores each call chose by.
         keep_scores=lossless_check and target.dtype not in (torch.float32, torch.float64),
     )
@@ -662,6 +674,11 @@ def run_bench(
         "hybrid_copy_only_after": resolved_copy_only_after(drafter),
         "hybrid_copy_only_tokens": resolved_copy_only_tokens(drafter, hybrid_tokens) if hybrid_tokens else None,
         **(tree_settings(drafter) if "tree" in decoding else {}),
+        "datastore": (
+            {"source": drafter.datastore.source, "tokens": len(drafter.datastore), **datastore_settings(drafter)}
+            if datastore_tokens
+            else None
+        ),
         "modes": list(modes),
         "order": "interleaved per turn, rotating",
         "dtype": str(target.dtype).removeprefix("torch."),
@@ -736,6 +753,7 @@ def run_bench(
         drafter_config.prompt_lookup_num_tokens = original_lookup_tokens
         drafter_config.copy_only_after = original_copy_only_after
         drafter_config.copy_only_tokens = original_copy_only_tokens
+        drafter_config.datastore_tokens = original_datastore_tokens
         for name, value in original_tree.items():
             setattr(drafter_config, name, value)
     if hasattr(os, "getloadavg"):

@@ -158,6 +158,7 @@ def format_table(result: BenchResult) -> str:
         "drafter + prompt-lookup copies; tree: the drafter's dynamic draft tree (+PLD: with a prompt-lookup branch); "
         "identical: per assisted mode, in column order."
     )
+    lines += _datastore_note(result.settings)
     lines.append("")
     lines += _text_table(_decode_columns(result), [_decode_cells(result, label, numbers) for label, numbers in rows])
     lines.append("")
@@ -259,6 +260,18 @@ def _json_block(data: dict[str, Any]) -> list[str]:
     return [f"- **{key}**: `{value}`" for key, value in data.items()]
 
 
+def _datastore_note(settings: dict) -> list[str]:
+    """One line saying what the datastore branch of the tree with copies read, when it had one."""
+    datastore = settings.get("datastore")
+    if not datastore:
+        return []
+    return [
+        f"tree + lookup also proposed continuations from the drafter's datastore ({datastore['tokens']:,} tokens of "
+        f"{datastore['source'] or 'unnamed data'}; up to {datastore['datastore_tokens']} tokens, suffixes of "
+        f">= {datastore['datastore_min_ngram']})."
+    ]
+
+
 def render_markdown(result: BenchResult) -> str:
     """The Markdown report (expects the PNGs `SPEEDUP_PLOT` and `TAU_PLOT` next to it)."""
     settings = result.settings
@@ -278,6 +291,7 @@ def render_markdown(result: BenchResult) -> str:
         "tokens/s and speedups are medians over prompts of per-prompt values (all turns of a prompt pooled); tau is",
         "generated tokens per target forward, pooled over the group, counting the target's own token of each round.",
         "All modes ran in the same process, interleaved per turn in rotating order, after warm-up.",
+        *_datastore_note(settings),
         "",
         "Decoding phase alone: each `generate` call after its first target forward (the prefill over the prompt,",
         "which speculation cannot shorten and every mode pays alike):",

@@ -18,6 +18,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
 from ..configuration_coral import CoralConfig
+from ..datastore import DATASTORE_FILE, NgramDatastore
 from .safety import _HUB_ID_RE, LIBRARY_NAME
 
 TEMPLATE_PATH = Path(__file__).parent.parent / "model_cards" / "coral_drafter.md.jinja"
@@ -212,11 +213,14 @@ def render_model_card(
         weights_bytes = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
         dtypes = {tensor.dtype for tensor in state.values()}
         dtype = str(next(iter(dtypes))).removeprefix("torch.") if len(dtypes) == 1 else None
+        datastore = drafter.datastore
     elif isinstance(drafter, CoralConfig):
-        config, num_parameters, weights_bytes, dtype = drafter, None, None, None
+        config, num_parameters, weights_bytes, dtype, datastore = drafter, None, None, None, None
     else:
         config = CoralConfig.from_pretrained(drafter)
         num_parameters, weights_bytes, dtype = _safetensors_summary(Path(drafter))
+        path = Path(drafter) / DATASTORE_FILE
+        datastore = NgramDatastore.load(path) if path.is_file() else None
 
     target = config.target_name_or_path or "<unknown target>"
     recipe = dict(config.training_recipe or {})
@@ -250,6 +254,14 @@ def render_model_card(
         "weights_size": _format_bytes(weights_bytes) if weights_bytes is not None else "size unknown",
         "dtype": dtype,
         "fingerprint": fingerprint[:16] if fingerprint else None,
+        "datastore": (
+            f"{_format_count(len(datastore))} tokens of the target's own answers"
+            + (f" ({datastore.source})" if datastore.source else "")
+            + f", `{DATASTORE_FILE}`: tree decoding proposes up to {config.datastore_tokens} tokens of their "
+            "continuation as one more branch"
+            if datastore is not None
+            else None
+        ),
         "recipe_rows": [
             (key, _format_value(value))
             for key, value in _flatten({k: v for k, v in recipe.items() if k != "continued_from"})

@@ -21,6 +21,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from ..datastore import DATASTORE_FILE
+
 LIBRARY_NAME = "coral_hf"
 
 # What a drafter repo needs; everything else in a repo (optimizer states, training args, ...) is left alone.
@@ -30,6 +32,7 @@ DRAFTER_FILE_PATTERNS = (
     "model.safetensors",
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
+    DATASTORE_FILE,
 )
 
 # Checkpoint formats that are loaded by unpickling, i.e. by running code from the file.
@@ -48,7 +51,7 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 
 def _weight_files(names: Iterable[str]) -> list[str]:
     """Top-level safetensors files (checkpoint folders a Trainer pushes, e.g. `last-checkpoint/`, do not count)."""
-    return [name for name in names if "/" not in name and name.endswith(".safetensors")]
+    return [name for name in names if "/" not in name and name.endswith(".safetensors") and name != DATASTORE_FILE]
 
 
 def _pickle_files(names: Iterable[str]) -> list[str]:

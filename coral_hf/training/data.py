@@ -7,6 +7,7 @@ end-of-turn token, which the drafter must learn to predict) and 0 on system/user
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -262,8 +263,10 @@ def _iter_sharegpt_package() -> Iterator[Any]:
 
 
 def _iter_local_file(path: Path) -> Iterator[Any]:
-    """Records of a JSON-array or JSONL file, told apart by the first non-blank character."""
-    with path.open(encoding="utf-8") as stream:
+    """Records of a JSON-array or JSONL file (gzip-compressed when named `*.gz`), told apart by the first non-blank
+    character."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as stream:
         head = stream.read(4096).lstrip()
         stream.seek(0)
         if head.startswith("["):
