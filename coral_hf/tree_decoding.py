@@ -151,11 +151,9 @@ class TreeDecoder:
         self.copy_only_after = copy_only_after(drafter)
         self.copy_only_tokens = copy_only_tokens(drafter, self.lookup_tokens)
         self.datastore = drafter.datastore
-        datastore = datastore_settings(drafter)
-        self.datastore_tokens, self.datastore_min_ngram = (
-            datastore["datastore_tokens"],
-            datastore["datastore_min_ngram"],
-        )
+        settings = datastore_settings(drafter)
+        self.datastore_tokens = settings["datastore_tokens"]
+        self.datastore_min_ngram = settings["datastore_min_ngram"]
         self.copy_streak = 0  # consecutive rounds whose copy branch was accepted to its end
         self.copy_only_rounds = 0
         self.target_cache = DynamicCache()
