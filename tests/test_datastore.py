@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 
 from coral_hf import CoralDrafter, tree_generate
 from coral_hf.datastore import DATASTORE_FILE, NgramDatastore, build_datastore
+from coral_hf.hub import render_model_card
 
 from .testing_utils import assert_counts_follow, exact_second_token_distribution, make_tiny_target
 
@@ -122,6 +123,11 @@ def test_save_pretrained_carries_the_datastore(tmp_path):
     drafter.save_pretrained(tmp_path / "with")
     loaded = CoralDrafter.from_pretrained(tmp_path / "with", target=target)
     assert _lookup(loaded.datastore, [5, 6, 7]) == [8]
+    # The model card counts the weights, not the datastore beside them, and names the datastore.
+    plain_card, card = (str(render_model_card(tmp_path / name)) for name in ("plain", "with"))
+    parameters = next(line for line in plain_card.splitlines() if line.startswith("| Parameters"))
+    assert parameters in card.splitlines()
+    assert "| Datastore | 4 tokens" in card and "Datastore" not in plain_card
     (tmp_path / "with" / DATASTORE_FILE).write_bytes(b"\x00" * 16)
     with pytest.raises(OSError, match="cannot read the datastore"):
         CoralDrafter.from_pretrained(tmp_path / "with", target=target)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..configuration_coral import CoralConfig
 from ..datastore import DATASTORE_FILE, NgramDatastore
-from .safety import _HUB_ID_RE, LIBRARY_NAME
+from .safety import _HUB_ID_RE, LIBRARY_NAME, _weight_files
 
 TEMPLATE_PATH = Path(__file__).parent.parent / "model_cards" / "coral_drafter.md.jinja"
 
@@ -67,10 +67,11 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
 
 
 def _safetensors_summary(directory: Path) -> tuple[int, int, str | None]:
-    """(parameter count, tensor bytes, dtype) of the safetensors weights in `directory`, from the headers only."""
+    """(parameter count, tensor bytes, dtype) of the safetensors weights in `directory` (not its datastore), from the
+    headers only."""
     count, size, dtypes = 0, 0, set()
-    for path in sorted(directory.glob("*.safetensors")):
-        with path.open("rb") as handle:
+    for name in sorted(_weight_files(path.name for path in directory.iterdir())):
+        with (directory / name).open("rb") as handle:
             (header_length,) = struct.unpack("<Q", handle.read(8))
             header = json.loads(handle.read(header_length))
         for name, info in header.items():
