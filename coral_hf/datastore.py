@@ -14,15 +14,14 @@ then n nested binary searches (each longer suffix narrows the previous range), w
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -100,12 +99,11 @@ class NgramDatastore:
     def load(cls, path: str | Path) -> NgramDatastore:
         """Load a saved datastore; a missing, corrupt or foreign file raises `OSError` naming it."""
         try:
-            arrays = load_file(str(path))
-            with open(path, "rb") as handle:  # the metadata lives in the header: 8-byte length, then JSON
-                header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+                arrays = {name: handle.get_tensor(name) for name in handle.keys()}
         except (OSError, SafetensorError, ValueError) as error:
             raise OSError(f"{path}: cannot read the datastore ({error}); build or download it again.") from error
-        metadata = header.get("__metadata__", {})
         if metadata.get("format") != _FORMAT or set(arrays) != {"tokens", "order"}:
             raise OSError(f"{path}: not a coral_hf datastore (format {metadata.get('format')!r}).")
         try:
