@@ -155,6 +155,15 @@ def resolve_pack_weights(pack_weights: bool | str, device: str | torch.device | 
     return pack_weights, "as requested"
 
 
+def target_path(name_or_path: str) -> str | Path:
+    """Where a target loads from: the embedded target's converted files for its names (`"smollm2-135m-instruct"` or
+    its Hub id, unless a local path of that name exists), else `name_or_path` itself, checked (a Hub id or a path)."""
+    if name_or_path.lower() in _EMBEDDED_ALIASES and not Path(name_or_path).exists():
+        return embedded_target_path()
+    check_model_source(name_or_path, "target")
+    return name_or_path
+
+
 def load_target(
     name_or_path: str = DEFAULT_TARGET,
     dtype: torch.dtype | str = torch.float32,
@@ -176,12 +185,9 @@ def load_target(
             this PyTorch build can.
         kwargs: passed to `AutoModelForCausalLM.from_pretrained`.
     """
-    if name_or_path.lower() in _EMBEDDED_ALIASES and not Path(name_or_path).exists():
-        path: str | Path = embedded_target_path()
+    path = target_path(name_or_path)
+    if path != name_or_path:
         revision = None
-    else:
-        check_model_source(name_or_path, "target")
-        path = name_or_path
     dtype, _ = resolve_dtype(dtype, device)
     pack, _ = resolve_pack_weights(pack_weights, device)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)

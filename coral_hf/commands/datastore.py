@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..configuration_coral import CoralConfig
     from ..datastore import DATASTORE_FILE, build_datastore
-    from ..targets import DEFAULT_TARGET_HUB_ID, embedded_target_path
+    from ..targets import DEFAULT_TARGET_HUB_ID, target_path
     from ..training.data import load_conversations, split_conversations
 
     if args.max_ngram < 1:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.drafter} is not a drafter directory: no config.json.")
     config = CoralConfig.from_pretrained(args.drafter)
     target = config.target_name_or_path or DEFAULT_TARGET_HUB_ID
-    tokenizer = AutoTokenizer.from_pretrained(embedded_target_path() if target == DEFAULT_TARGET_HUB_ID else target)
+    tokenizer = AutoTokenizer.from_pretrained(target_path(target))
     conversations, held_out = [], 0
     for source in args.data:
         loaded = load_conversations(source)
