@@ -631,7 +631,7 @@ def run_bench(
     original_copy_only_tokens = getattr(drafter_config, "copy_only_tokens", None)
     original_datastore_tokens = getattr(drafter_config, "datastore_tokens", None)
     datastore_tokens = 0
-    if datastore and drafter.datastore is not None and "tree" in decoding and hybrid_tokens is not None:
+    if datastore and drafter.datastore is not None and TREE_HYBRID in modes:
         datastore_tokens = datastore_settings(drafter)["datastore_tokens"]
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
