@@ -414,6 +414,25 @@ def test_push_then_pull_in_fresh_process(hub: HubServer, drafter: CoralDrafter, 
     assert json.loads((out / "config.json").read_text()) == json.loads((local / "config.json").read_text())
 
 
+def test_datastore_travels_with_the_drafter_and_a_push_without_it_removes_it(
+    hub: HubServer, drafter: CoralDrafter, target, tmp_path: Path
+):
+    from coral_hf.datastore import DATASTORE_FILE, NgramDatastore
+
+    repo_id = f"{hub.username}/with-datastore"
+    drafter.datastore = NgramDatastore.build([[5, 6, 7, 8]], source="answers")
+    try:
+        push_drafter(drafter, repo_id)
+    finally:
+        drafter.datastore = None
+    assert DATASTORE_FILE in HfApi().list_repo_files(repo_id)
+    pulled = pull_drafter(repo_id, target=target, output_dir=tmp_path / "pulled")
+    assert pulled.datastore.source == "answers"
+    assert pulled.datastore.lookup(torch.tensor([5, 6, 7]), 1).tolist() == [8]
+    push_drafter(drafter, repo_id)  # the same drafter without its datastore: the stale file goes
+    assert DATASTORE_FILE not in HfApi().list_repo_files(repo_id)
+
+
 def test_drafter_push_to_hub_matches_push_drafter(hub: HubServer, drafter: CoralDrafter):
     a, b = f"{hub.username}/via-push-drafter", f"{hub.username}/via-push-to-hub"
     push_drafter(drafter, a)

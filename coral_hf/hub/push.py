@@ -20,17 +20,19 @@ from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 from torch import nn
 
 from ..configuration_coral import CoralConfig
+from ..datastore import DATASTORE_FILE
 from .card import CARD_NAME, render_model_card
 from .safety import DRAFTER_FILE_PATTERNS, LIBRARY_NAME, _matches, check_safetensors_only
 
 logger = logging.getLogger(__name__)
 
-# Weight files a push replaces: stale shards or pickles of an earlier push are deleted in the same commit.
+# Files a push replaces: stale shards, pickles or a datastore of an earlier push are deleted in the same commit.
 _STALE_WEIGHT_PATTERNS = (
     "model*.safetensors",
     "model.safetensors.index.json",
     "pytorch_model*.bin",
     "pytorch_model.bin.index.json",
+    DATASTORE_FILE,
 )
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -84,7 +86,8 @@ def push_drafter(
         `huggingface_hub.CommitInfo` (a `str`: the commit URL; `.oid` is the commit id).
 
     The commit is atomic on the Hub: if an upload or the commit fails, the branch keeps its previous revision.
-    Stale weight files of an earlier push (other shards, pickles) are deleted in the same commit.
+    Stale weight files of an earlier push (other shards, pickles, a datastore this drafter no longer has) are
+    deleted in the same commit.
     """
     if revision is not None and _COMMIT_RE.match(revision):
         raise ValueError(f"Cannot push to commit {revision}: pass a branch name as `revision`.")
