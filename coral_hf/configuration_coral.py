@@ -127,13 +127,14 @@ class CoralConfig(PreTrainedConfig):
             first turns: 2.23x vs 2.14x uncapped, 2.23x for 0; extraction 4.11x vs 3.76x). Written to
             `generation_config.tree_unmatched_copy_tokens`.
         datastore_tokens (`int`, defaults to 10):
-            Tree decoding with a datastore (`drafter.datastore`, saved as `datastore.safetensors` beside the
-            weights, see `coral_hf.datastore`): most tokens of the continuation of the target's own earlier answers
-            proposed as one more branch; of them, at most `tree_unmatched_copy_tokens` are nodes the tree does not
-            already have. 0 disables the branch. Without a datastore it does nothing. Written to
+            With a datastore (`drafter.datastore`, saved as `datastore.safetensors` beside the weights, see
+            `coral_hf.datastore`): most tokens of the continuation of the target's own earlier answers proposed as
+            one more branch of the tree (of them, at most `tree_unmatched_copy_tokens` are nodes the tree does not
+            already have), or in the chain by the rule of copies (`prompt_lookup_tokens`), capped by the draft
+            length budget like them. 0 disables it. Without a datastore it does nothing. Written to
             `generation_config.datastore_tokens`.
         datastore_min_ngram (`int`, defaults to 3):
-            Tree decoding with a datastore: the shortest suffix of the context that counts as a match (shorter ones
+            With a datastore: the shortest suffix of the context that counts as a match (shorter ones
             recur everywhere and predict little). Written to `generation_config.datastore_min_ngram`.
         head_mode (`str`, defaults to `"full"`):
             How draft logits are computed from the predicted feature: `"full"` (the target's whole LM head),

@@ -35,6 +35,10 @@ class CoralCandidateGenerator(CandidateGenerator):
     `copy_only_after` consecutive copies accepted in full, a round that finds a copy proposes it without running the
     drafter at all; the drafter catches up on the skipped positions in one forward when it next drafts.
 
+    **Datastore.** With a datastore (`drafter.datastore`, see [`NgramDatastore`]), the continuation that usually
+    followed the context's longest suffix in the target's earlier answers (up to `datastore_tokens`) is a second
+    candidate, proposed by the same rule when the context's copy is not (the copy comes first when both qualify).
+
     Args:
         drafter: the attached drafter.
         generation_config: the target's generation config for this call (sampling settings, EOS, confidence).
@@ -63,12 +67,16 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.copy_confidence = float(getattr(drafter.generation_config, "copy_confidence", None) or 0.0)
         self.copy_only_after = copy_only_after(drafter)
         self.copy_only_tokens = copy_only_tokens(drafter, self.lookup_tokens)
+        self.datastore = drafter.datastore
+        settings = datastore_settings(drafter)
+        self.datastore_tokens, self.datastore_min_ngram = settings["datastore_tokens"], settings["datastore_min_ngram"]
         self.copy_streak = 0  # consecutive rounds whose copy the target accepted in full
         self.copy_end: int | None = None  # sequence length the last round's copy reached, None when it drafted
         self.rounds = 0
         self.drafted = 0
         self.copied_rounds = 0
         self.copy_only_rounds = 0
+        self.datastore_rounds = 0
         self.recorder.arm()
 
     def stats(self) -> dict[str, int]:
@@ -77,6 +85,7 @@ class CoralCandidateGenerator(CandidateGenerator):
             "drafted": self.drafted,
             "copied_rounds": self.copied_rounds,
             "copy_only_rounds": self.copy_only_rounds,
+            "datastore_rounds": self.datastore_rounds,
         }
 
     def get_candidates(
@@ -112,7 +121,10 @@ class CoralCandidateGenerator(CandidateGenerator):
         copy_tokens = self.copy_only_tokens if in_streak else self.lookup_tokens
         if num_tokens < self.num_draft_tokens:
             copy_tokens = min(copy_tokens, num_tokens)
-        sequence, logits = self._draft(input_ids, num_tokens, copy_tokens, in_streak)
+        stored_tokens = self.datastore_tokens
+        if num_tokens < self.num_draft_tokens:
+            stored_tokens = min(stored_tokens, num_tokens)
+        sequence, logits = self._draft(input_ids, num_tokens, copy_tokens, in_streak, stored_tokens)
         self.drafted += logits.shape[1]
         return sequence, logits
 
@@ -134,7 +146,7 @@ class CoralCandidateGenerator(CandidateGenerator):
         return sequence, self._one_hot_logits(copy)
 
     def _draft(
-        self, input_ids: torch.LongTensor, num_tokens: int, copy_tokens: int, copy_only: bool
+        self, input_ids: torch.LongTensor, num_tokens: int, copy_tokens: int, copy_only: bool, stored_tokens: int
     ) -> tuple[torch.LongTensor, torch.FloatTensor]:
         offset = self.recorder.offset
         verified = input_ids.shape[1] - 1  # positions 0..n-2 have target features
@@ -145,10 +157,17 @@ class CoralCandidateGenerator(CandidateGenerator):
         predicted = catch_up(self.drafter, self.cache, input_ids)
         sequence = input_ids
         first_logits = self.logits_processor(sequence, self.drafter.compute_logits(predicted[:, -1]))
-        if copy is not None:
+        stored = None
+        if self.datastore is not None and stored_tokens > 0:
+            stored = self.datastore.lookup(input_ids[0], stored_tokens, self.datastore_min_ngram)
+        proposals = [proposal for proposal in (copy, stored) if proposal is not None]
+        if proposals:
             confidence, top1 = first_logits.softmax(dim=-1).max(dim=-1)
-            if int(top1) == int(copy[0]) or float(confidence) < self.copy_confidence:
-                return self._copied(input_ids, copy)
+            agreeing = [proposal for proposal in proposals if int(proposal[0]) == int(top1)]
+            if agreeing or float(confidence) < self.copy_confidence:
+                proposal = (agreeing or proposals)[0]
+                self.datastore_rounds += int(proposal is stored)
+                return self._copied(input_ids, proposal)
         all_logits = []
         for step in range(num_tokens):
             if step == 0:
@@ -222,6 +241,16 @@ def copy_only_tokens(drafter: CoralDrafter, lookup_tokens: int) -> int:
     if value is None:
         value = getattr(drafter.config, "copy_only_tokens", None)
     return int(lookup_tokens if value is None else value)
+
+
+def datastore_settings(drafter: CoralDrafter) -> dict[str, int]:
+    """`datastore_tokens` and `datastore_min_ngram` from the drafter's generation config, else its config (a saved
+    generation config may predate them)."""
+    settings = {}
+    for name in ("datastore_tokens", "datastore_min_ngram"):
+        value = getattr(drafter.generation_config, name, None)
+        settings[name] = int(getattr(drafter.config, name) if value is None else value)
+    return settings
 
 
 def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: int) -> torch.LongTensor | None:

@@ -636,7 +636,8 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         """Draft rounds and drafted tokens of the latest generation (chain or tree).
 
         Chain (`assistant_model=`): `rounds`, `drafted`, `copied_rounds` and, of those, `copy_only_rounds` (copies
-        proposed with no drafter forward, see `CoralConfig.copy_only_after`). A round is one drafter call, followed by
+        proposed with no drafter forward, see `CoralConfig.copy_only_after`) and `datastore_rounds` (proposals taken
+        from the datastore). A round is one drafter call, followed by
         one target forward. When a single token of budget is left, transformers runs a last target forward without
         drafting, which this count does not see; count target forwards with a streamer
         (`coral_hf.eval.bench.RoundRecorder`) when that matters. Tree (`coral_hf.tree_generate`): `rounds` (target

@@ -27,7 +27,7 @@ from transformers.generation.stopping_criteria import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .generation import catch_up, copy_only_after, copy_only_tokens, lookup_continuation
+from .generation import catch_up, copy_only_after, copy_only_tokens, datastore_settings, lookup_continuation
 from .modeling_coral import additive_attention_mask
 from .target_utils import unwrap_target
 
@@ -447,16 +447,6 @@ class TreeDecoder:
         return sequence
 
 
-def datastore_settings(drafter: CoralDrafter) -> dict[str, int]:
-    """`datastore_tokens` and `datastore_min_ngram` from the drafter's generation config, else its config (a saved
-    generation config may predate them)."""
-    settings = {}
-    for name in ("datastore_tokens", "datastore_min_ngram"):
-        value = getattr(drafter.generation_config, name, None)
-        settings[name] = int(getattr(drafter.config, name) if value is None else value)
-    return settings
-
-
 _UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states", "output_logits")
 TREE_SETTINGS = (
     "tree_total_tokens",
@@ -580,7 +570,6 @@ __all__ = [
     "TREE_SETTINGS",
     "DraftTree",
     "TreeDecoder",
-    "datastore_settings",
     "sample_among_candidates",
     "tree_ancestor_mask",
     "tree_generate",

@@ -113,6 +113,49 @@ def test_tree_sampling_with_a_datastore_branch_matches_target_distribution():
     assert_counts_follow(counts, exact_second)
 
 
+def test_chain_proposes_the_datastore_where_the_context_has_no_copy_and_stays_lossless():
+    """`generate(assistant_model=drafter)` proposes the datastore's continuation by the copy rule (here
+    `copy_confidence=1`: whenever it has one): fewer rounds on prompts the datastore knows, plain greedy output."""
+    target = make_tiny_target("qwen2")
+    prompts = _repeating_prompts(6)
+    answers = [target.generate(prompt, max_new_tokens=24, do_sample=False)[0, 6:].tolist() for prompt in prompts]
+    drafter = CoralDrafter.from_target(target, draft_length=3, prompt_lookup_tokens=0, copy_confidence=1.0)
+    rounds = {}
+    for store in (None, NgramDatastore.build(answers[:3])):
+        drafter.datastore = store
+        rounds[store is not None] = stored = 0
+        for prompt in prompts:
+            plain = target.generate(prompt, max_new_tokens=24, do_sample=False)
+            assisted = target.generate(prompt, max_new_tokens=24, do_sample=False, assistant_model=drafter)
+            assert torch.equal(plain, assisted)
+            rounds[store is not None] += drafter.last_generation_stats["rounds"]
+            stored += drafter.last_generation_stats["datastore_rounds"]
+        assert (stored > 0) == (store is not None)
+    assert rounds[True] < rounds[False] - 10
+
+
+def test_chain_sampling_with_datastore_proposals_matches_target_distribution():
+    """Datastore proposals in the chain are one-hot q: the second token's marginal stays the target's."""
+    target = make_tiny_target("llama", seed=2, vocab_size=24)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(0.25)
+    prompt = torch.tensor([[3, 7, 9, 5]])
+    drafter = CoralDrafter.from_target(target, draft_length=3, prompt_lookup_tokens=0, copy_confidence=1.0)
+    drafter.datastore = NgramDatastore.build([[9, 5, first, second] for first in range(24) for second in (2, 4)])
+    drafter.generation_config.datastore_min_ngram = 2
+    exact_second = exact_second_token_distribution(target, prompt)
+    counts = torch.zeros(24)
+    stored = 0
+    torch.manual_seed(0)
+    for _ in range(2500):
+        # max_new_tokens=3: token 2 is proposed in the first drafted round (token 1 follows the placeholder round).
+        out = target.generate(prompt, max_new_tokens=3, do_sample=True, top_k=0, top_p=1.0, assistant_model=drafter)
+        counts[out[0, 5]] += 1
+        stored += drafter.last_generation_stats["datastore_rounds"]
+    assert stored > 1000
+    assert_counts_follow(counts, exact_second)
+
+
 def test_save_pretrained_carries_the_datastore(tmp_path):
     target = make_tiny_target("llama")
     drafter = CoralDrafter.from_target(target)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerFast, TrainerCallback
 
 from coral_hf import CoralDrafter, load_drafter
+from coral_hf.datastore import DATASTORE_FILE, NgramDatastore
 from coral_hf.training import (
     CoralTrainer,
     CoralTrainingArguments,
@@ -426,9 +427,18 @@ def test_cli_continued_training_keeps_the_earlier_recipe(saved_tiny_target, tmp_
     common = ["train", "--target", str(target_dir), "--data", str(data), "--max-length", "64", "--batch-size", "8"]
     first, second = tmp_path / "stage1", tmp_path / "stage2"
     assert main([*common, "--max-steps", "3", "--output-dir", str(first)]) == 0
-    assert main([*common, "--max-steps", "2", "--output-dir", str(second), "--init-from", str(first)]) == 0
-    recipe = load_drafter(str(second), target=AutoModelForCausalLM.from_pretrained(target_dir)).config.training_recipe
+    NgramDatastore.build([[5, 6, 7, 8]], max_ngram=3).save(first / DATASTORE_FILE)
+    checkpoints = ["--save-steps", "1"]
+    assert (
+        main([*common, "--max-steps", "2", *checkpoints, "--output-dir", str(second), "--init-from", str(first)]) == 0
+    )
+    continued = load_drafter(str(second), target=AutoModelForCausalLM.from_pretrained(target_dir))
+    recipe = continued.config.training_recipe
     assert recipe["steps"] == 2 and recipe["continued_from"]["steps"] == 3
+    # The datastore travels to the final drafter, not into every checkpoint.
+    assert continued.datastore.lookup(torch.tensor([5, 6, 7]), 1, 3).tolist() == [8]
+    assert (second / "checkpoint-1" / "model.safetensors").exists()
+    assert not (second / "checkpoint-1" / DATASTORE_FILE).exists()
 
     grown = tmp_path / "grown"  # continue with a second decoder layer and the target's first layer fused in
     more = ["--max-steps", "2", "--num-draft-layers", "2", "--fused-feature-layers", "0"]

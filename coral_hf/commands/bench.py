@@ -168,8 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generation.add_argument(
         "--no-datastore",
         action="store_true",
-        help="Tree with copies: leave out the drafter's datastore branch (coral-hf datastore), to measure what it "
-        "adds; the drafter-only tree never uses it.",
+        help="Hybrid chain and tree with copies: leave out the drafter's datastore proposals (coral-hf datastore), "
+        "to measure what they add; the drafter alone (chain, tree) never uses them.",
     )
     generation.add_argument("--seed", type=int, default=0, help="Seed for sampling and for `--drafter random`.")
 

@@ -305,6 +305,9 @@ def run_train(args: argparse.Namespace) -> int:
             active_groups=script.active_groups,
         )
         drafter.set_head_mode("router")
+    # Checkpoints hold what training changes; the datastore (the --init-from drafter's, unchanged) joins the final
+    # drafter only, instead of a copy of it in every checkpoint.
+    datastore, drafter.datastore = drafter.datastore, None
     try:
         trainer = CoralTrainer(
             model=drafter,
@@ -338,6 +341,7 @@ def run_train(args: argparse.Namespace) -> int:
     elif earlier_recipe:
         recipe["continued_from"] = earlier_recipe  # --init-from a trained drafter: keep how it got there
     drafter.config.training_recipe = recipe
+    drafter.datastore = datastore
     trainer.save_model(str(output_dir))
     if main:
         write_model_card(drafter, output_dir)

@@ -46,8 +46,9 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..generation import copy_only_after as resolved_copy_only_after
 from ..generation import copy_only_tokens as resolved_copy_only_tokens
+from ..generation import datastore_settings
 from ..modeling_coral import CoralDrafter
-from ..tree_decoding import TREE_SETTINGS, datastore_settings, tree_generate, tree_settings
+from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
 from .prompts import PromptItem
 from .ties import is_low_precision, is_numerical_tie, pair_gaps_by_shape
 from .timing import time_draft_step
@@ -418,7 +419,7 @@ class _Runner:
             # The same drafter alone, or with prompt-lookup copies (read when its generation starts).
             hybrid = mode in (HYBRID, TREE_HYBRID)
             self.drafter.generation_config.prompt_lookup_num_tokens = self.hybrid_tokens if hybrid else None
-            # The datastore branch is a copy too: the tree with copies proposes it, the drafter's own tree does not.
+            # A datastore proposal is a copy too: the modes with copies propose it, the drafter alone does not.
             self.drafter.generation_config.datastore_tokens = self.datastore_tokens if hybrid else 0
         if mode in (DRAFTER, HYBRID):
             kwargs["assistant_model"] = self.drafter
@@ -596,8 +597,9 @@ def run_bench(
             side with the chain in the same run.
         tree_overrides: `tree_total_tokens` / `tree_depth` / `tree_top_k` / `tree_confidence_threshold` /
             `tree_unmatched_copy_tokens` overriding the drafter's generation config for the run.
-        datastore: whether `tree_hybrid` also proposes the drafter's datastore continuations (when it has a
-            datastore, see `coral_hf.datastore`); the `tree` mode never does: it measures the drafter alone.
+        datastore: whether the modes with copies (`hybrid`, `tree_hybrid`) also propose the drafter's datastore
+            continuations (when it has a datastore, see `coral_hf.datastore`); `drafter` and `tree` never do: they
+            measure the drafter alone.
         seed: base seed; every turn reseeds all modes with the same value before `generate`.
         progress: show a tqdm progress bar.
         draft_step_repetitions: timed draft steps (`coral_hf.eval.timing.time_draft_step`, after the generations) for
@@ -631,7 +633,7 @@ def run_bench(
     original_copy_only_tokens = getattr(drafter_config, "copy_only_tokens", None)
     original_datastore_tokens = getattr(drafter_config, "datastore_tokens", None)
     datastore_tokens = 0
-    if datastore and drafter.datastore is not None and TREE_HYBRID in modes:
+    if datastore and drafter.datastore is not None and (HYBRID in modes or TREE_HYBRID in modes):
         datastore_tokens = datastore_settings(drafter)["datastore_tokens"]
     if draft_length is not None:
         drafter_config.num_assistant_tokens = draft_length
