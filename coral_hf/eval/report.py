@@ -261,12 +261,13 @@ def _json_block(data: dict[str, Any]) -> list[str]:
 
 
 def _datastore_note(settings: dict) -> list[str]:
-    """One line saying what the datastore branch of the tree with copies read, when it had one."""
+    """One line saying what the datastore proposals of the modes with copies read, when the drafter had one."""
     datastore = settings.get("datastore")
     if not datastore:
         return []
     return [
-        f"tree + lookup also proposed continuations from the drafter's datastore ({datastore['tokens']:,} tokens of "
+        f"hybrid and tree + lookup also proposed continuations from the drafter's datastore ({datastore['tokens']:,} "
+        f"tokens of "
         f"{datastore['source'] or 'unnamed data'}; up to {datastore['datastore_tokens']} tokens, suffixes of "
         f">= {datastore['datastore_min_ngram']})."
     ]

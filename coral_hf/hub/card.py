@@ -258,8 +258,8 @@ def render_model_card(
         "datastore": (
             f"{_format_count(len(datastore))} tokens of the target's own answers"
             + (f" ({datastore.source})" if datastore.source else "")
-            + f", `{DATASTORE_FILE}`: tree decoding proposes up to {config.datastore_tokens} tokens of their "
-            "continuation as one more branch"
+            + f", `{DATASTORE_FILE}`: up to {config.datastore_tokens} tokens of their continuation proposed as one "
+            "more branch of the tree, and like a copy in the hybrid chain"
             if datastore is not None
             else None
         ),
