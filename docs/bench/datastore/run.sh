@@ -1,5 +1,6 @@
 #!/bin/bash
-# The datastore of the shipped drafter (the target's own answers: 6,200 code answers and 15,200 ShareGPT first and
+# The datastore the fifth session shipped (now rebuilt with more code answers by docs/bench/datastore-code2/run.sh;
+# the target's own answers: 6,200 code answers and 15,200 ShareGPT first and
 # second turns, held-out split left out; artifacts/regen/README.md) and the tree + copies tau it gives on the first
 # turns stages 8-12 were compared on (fp32 target, bf16 drafter, 256 new tokens). tau.json was measured on a copy of
 # the shipped drafter with this datastore (runs/ds-test); the second command measures the same without it.
