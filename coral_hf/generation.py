@@ -119,11 +119,9 @@ class CoralCandidateGenerator(CandidateGenerator):
         # transformers asks for fewer tokens than the draft length only at the end of the length budget, which then
         # caps the copy too; otherwise it crops whatever the target accepts past its `max_length` or an EOS.
         copy_tokens = self.copy_only_tokens if in_streak else self.lookup_tokens
-        if num_tokens < self.num_draft_tokens:
-            copy_tokens = min(copy_tokens, num_tokens)
         stored_tokens = self.datastore_tokens
         if num_tokens < self.num_draft_tokens:
-            stored_tokens = min(stored_tokens, num_tokens)
+            copy_tokens, stored_tokens = min(copy_tokens, num_tokens), min(stored_tokens, num_tokens)
         sequence, logits = self._draft(input_ids, num_tokens, copy_tokens, in_streak, stored_tokens)
         self.drafted += logits.shape[1]
         return sequence, logits
@@ -145,6 +143,35 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.copy_end = sequence.shape[1]
         return sequence, self._one_hot_logits(copy)
 
+    def _proposal(
+        self,
+        input_ids: torch.LongTensor,
+        first_logits: torch.FloatTensor,
+        copy: torch.LongTensor | None,
+        stored_tokens: int,
+    ) -> torch.LongTensor | None:
+        """The copy or datastore continuation to propose instead of drafting, or None to draft.
+
+        The first candidate whose first token is the drafter's top-1 wins (the context's copy before the datastore's,
+        which is looked up only when the copy does not qualify); failing that, when the drafter's confidence is below
+        `copy_confidence`, the first candidate there is.
+        """
+        if copy is None and (self.datastore is None or stored_tokens <= 0):
+            return None
+        confidence, top1 = first_logits.softmax(dim=-1).max(dim=-1)
+        if copy is not None and int(copy[0]) == int(top1):
+            return copy
+        stored = None
+        if self.datastore is not None and stored_tokens > 0:
+            stored = self.datastore.lookup(input_ids[0], stored_tokens, self.datastore_min_ngram)
+        if stored is not None and int(stored[0]) == int(top1):
+            self.datastore_rounds += 1
+            return stored
+        if float(confidence) < self.copy_confidence:
+            self.datastore_rounds += int(copy is None and stored is not None)
+            return copy if copy is not None else stored
+        return None
+
     def _draft(
         self, input_ids: torch.LongTensor, num_tokens: int, copy_tokens: int, copy_only: bool, stored_tokens: int
     ) -> tuple[torch.LongTensor, torch.FloatTensor]:
@@ -157,17 +184,9 @@ class CoralCandidateGenerator(CandidateGenerator):
         predicted = catch_up(self.drafter, self.cache, input_ids)
         sequence = input_ids
         first_logits = self.logits_processor(sequence, self.drafter.compute_logits(predicted[:, -1]))
-        stored = None
-        if self.datastore is not None and stored_tokens > 0:
-            stored = self.datastore.lookup(input_ids[0], stored_tokens, self.datastore_min_ngram)
-        proposals = [proposal for proposal in (copy, stored) if proposal is not None]
-        if proposals:
-            confidence, top1 = first_logits.softmax(dim=-1).max(dim=-1)
-            agreeing = [proposal for proposal in proposals if int(proposal[0]) == int(top1)]
-            if agreeing or float(confidence) < self.copy_confidence:
-                proposal = (agreeing or proposals)[0]
-                self.datastore_rounds += int(proposal is stored)
-                return self._copied(input_ids, proposal)
+        proposal = self._proposal(input_ids, first_logits, copy, stored_tokens)
+        if proposal is not None:
+            return self._copied(input_ids, proposal)
         all_logits = []
         for step in range(num_tokens):
             if step == 0:
