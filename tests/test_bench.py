@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import re
+import statistics
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from coral_hf.eval.bench import (
     aggregate,
     first_divergence,
     followeval_summary,
+    median_interval,
     run_bench,
 )
 from coral_hf.eval.prompts import load_prompts
@@ -114,6 +116,9 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
     for mode in (DRAFTER, PROMPT_LOOKUP, HYBRID):
         numbers = summary if mode == DRAFTER else summary[mode]
         assert numbers["decode_speedup_median"] > 0
+        low, high = numbers["speedup_interval"]  # three prompts: the run's median comes with its interval
+        assert low <= numbers["speedup_median"] <= high
+    assert summary["categories"]["coding"]["speedup_interval"] is None  # one prompt: no interval
     assert set(summary["first_token_s"]) == set(summary["decode_tokens_per_s"]) == set(summary["tokens_per_s"])
 
     # Multi-turn: every mode answered both turns, and the second turn saw the same (plain) history in every mode.
@@ -125,6 +130,7 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
 
     table = format_table(result)
     assert "writing" in table and "coding" in table and "all" in table
+    assert "median speedup over all 3 prompts, 95% bootstrap interval" in table
     assert "drafter decode speedup" in table
     assert "token-identical" in table
     report = write_report(result, tmp_path / "report")
@@ -132,6 +138,22 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
     assert (tmp_path / "report" / TAU_PLOT).stat().st_size > 0
     text = report.read_text(encoding="utf-8")
     assert SPEEDUP_PLOT in text and TAU_PLOT in text and "## Lossless check" in text
+
+
+def test_median_interval_resamples_prompts():
+    """The bootstrap interval of a median: seeded, around the median, as wide as the prompts' spread, and none
+    for fewer than three prompts."""
+    spread = [1.2, 1.5, 1.8, 2.0, 2.1, 2.4, 3.0]
+    low, high = median_interval(spread)
+    assert low <= statistics.median(spread) <= high and low < high
+    assert median_interval(spread) == (low, high)  # seeded: the same report every time
+    assert min(spread) <= low and high <= max(spread)
+    assert median_interval([2.0] * 5) == (2.0, 2.0)
+    narrow_low, narrow_high = median_interval([1.9, 2.0, 2.0, 2.1, 2.0, 1.95, 2.05])
+    assert narrow_high - narrow_low < high - low
+    assert median_interval([1.5, 2.5]) is None
+    with pytest.raises(ValueError, match="confidence"):
+        median_interval(spread, confidence=1.5)
 
 
 def test_decode_speedup_leaves_out_the_first_forward():

@@ -30,6 +30,7 @@ import copy
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -242,13 +243,32 @@ def _median(values: Iterable[float]) -> float | None:
     return statistics.median(kept) if kept else None
 
 
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Bootstrap percentile interval of the median of `values` (one per prompt): where the median speedup could
+    land with another draw of prompts of the same kind. Which prompts a set holds moves a median more than the timing
+    noise of each prompt does (short answers gain least), so a run's headline median comes with this interval.
+    Seeded, so a report is reproducible; None under 3 values.
+    """
+    if len(values) < 3:
+        return None
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+    generator = random.Random(seed)
+    medians = sorted(statistics.median(generator.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1.0 - confidence) / 2.0
+    return medians[int(tail * resamples)], medians[min(int((1.0 - tail) * resamples), resamples - 1)]
+
+
 def aggregate(prompts: Sequence[PromptResult], modes: Sequence[str]) -> dict[str, Any]:
     """Summary numbers of a group of prompts (the whole run or one category).
 
     tokens/s and speedups are medians over prompts of per-prompt values (each prompt's tokens over its summed
     `generate` time); tau pools all rounds of the group (total tokens / total target forwards). The `decode_`
     numbers leave out each call's first target forward (the prefill, see [`TurnRun`]); `first_token_s` is the
-    median over prompts of the mean time to the first tokens.
+    median over prompts of the mean time to the first tokens. `speedup_interval` is the 95% bootstrap interval of
+    the median speedup over prompts ([`median_interval`], None under 3 prompts).
     """
     summary: dict[str, Any] = {
         "prompts": len(prompts),
@@ -267,11 +287,13 @@ def aggregate(prompts: Sequence[PromptResult], modes: Sequence[str]) -> dict[str
             continue
         tokens = sum(prompt.tokens(mode) for prompt in prompts)
         rounds = sum(prompt.rounds(mode) for prompt in prompts)
+        speedups = [prompt.speedup(mode) for prompt in prompts]
         numbers = {
             "tau": tokens / rounds,
             "rounds": rounds,
             "tau_histogram": _histogram(prompts, mode),
-            "speedup_median": statistics.median(prompt.speedup(mode) for prompt in prompts),
+            "speedup_median": statistics.median(speedups),
+            "speedup_interval": median_interval(speedups),
             "decode_speedup_median": _median(prompt.decode_speedup(mode) for prompt in prompts),
             "identical": sum(prompt.identical.get(mode, 0) for prompt in prompts),
             "ties": sum(prompt.ties.get(mode, 0) for prompt in prompts),

@@ -158,6 +158,7 @@ def format_table(result: BenchResult) -> str:
         "drafter + prompt-lookup copies; tree: the drafter's dynamic draft tree (+PLD: with a prompt-lookup branch); "
         "identical: per assisted mode, in column order."
     )
+    lines += _interval_note(result)
     lines += _datastore_note(result.settings)
     lines.append("")
     lines += _text_table(_decode_columns(result), [_decode_cells(result, label, numbers) for label, numbers in rows])
@@ -260,6 +261,22 @@ def _json_block(data: dict[str, Any]) -> list[str]:
     return [f"- **{key}**: `{value}`" for key, value in data.items()]
 
 
+def _interval_note(result: BenchResult) -> list[str]:
+    """One line with the whole run's 95% bootstrap interval of each mode's median speedup (3 prompts or more)."""
+    summary = result.summary()
+    parts = []
+    for mode in _assisted(result):
+        interval = _numbers(summary, mode).get("speedup_interval")
+        if interval is not None:
+            parts.append(f"{_SHORT_LABELS.get(mode, mode)} {interval[0]:.2f}-{interval[1]:.2f}x")
+    if not parts:
+        return []
+    return [
+        f"median speedup over all {summary['prompts']} prompts, 95% bootstrap interval (other prompts of the same "
+        f"kind): {', '.join(parts)}."
+    ]
+
+
 def _datastore_note(settings: dict) -> list[str]:
     """One line saying what the datastore proposals of the modes with copies read, when the drafter had one."""
     datastore = settings.get("datastore")
@@ -292,6 +309,7 @@ def render_markdown(result: BenchResult) -> str:
         "tokens/s and speedups are medians over prompts of per-prompt values (all turns of a prompt pooled); tau is",
         "generated tokens per target forward, pooled over the group, counting the target's own token of each round.",
         "All modes ran in the same process, interleaved per turn in rotating order, after warm-up.",
+        *_interval_note(result),
         *_datastore_note(settings),
         "",
         "Decoding phase alone: each `generate` call after its first target forward (the prefill over the prompt,",
