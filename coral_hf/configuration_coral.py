@@ -89,6 +89,12 @@ class CoralConfig(PreTrainedConfig):
             lookup) and the copy is the likelier candidate (see `coral_hf.generation.CoralCandidateGenerator`), and
             drafts otherwise; tree decoding adds the copy (up to this many tokens, not capped by the tree depth) as
             one more branch. Written to `generation_config.prompt_lookup_num_tokens`. `None` disables copying.
+        prompt_lookup_ngram (`int`, defaults to 8):
+            Hybrid proposals: the longest suffix of the context matched for a copy (then shorter ones, down to 1
+            token); the copy is the continuation most of that suffix's earlier occurrences agree on. A longer match is
+            a more specific context: 8 instead of transformers' prompt-lookup default of 2 raised the shipped
+            drafter's tree tau on HumanEval, MT-bench and ShareGPT first turns, at the same width. Written to
+            `generation_config.max_matching_ngram_size`.
         copy_confidence (`float`, defaults to 0.0):
             Hybrid proposals: also copy when the drafter's probability of its own top-1 is below this value (0: copy
             only when the copy starts with the drafter's top-1). Written to `generation_config.copy_confidence`.
@@ -183,6 +189,7 @@ class CoralConfig(PreTrainedConfig):
     draft_length: int = 5
     draft_confidence_threshold: float = 0.0
     prompt_lookup_tokens: int | None = None
+    prompt_lookup_ngram: int = 8
     copy_confidence: float = 0.0
     copy_only_after: int = 1
     copy_only_tokens: int | None = None
@@ -218,6 +225,8 @@ class CoralConfig(PreTrainedConfig):
             self.fused_feature_layers = fused_layer_indices(self.fused_feature_layers)
         if self.draft_length < 1:
             raise ValueError(f"draft_length must be >= 1, got {self.draft_length}.")
+        if self.prompt_lookup_ngram < 1:
+            raise ValueError(f"prompt_lookup_ngram must be >= 1, got {self.prompt_lookup_ngram}.")
         if self.copy_only_after < 0:
             raise ValueError(f"copy_only_after must be >= 0, got {self.copy_only_after}.")
         if self.copy_only_tokens is not None and self.copy_only_tokens < 1:

@@ -27,10 +27,11 @@ class CoralCandidateGenerator(CandidateGenerator):
     transformers' speculative sampling needs to stay lossless.
 
     **Hybrid proposals (drafter + prompt lookup).** When `drafter.generation_config.prompt_lookup_num_tokens` is
-    set, each round also looks for the latest earlier occurrence of the context's last n tokens (n from
-    `max_matching_ngram_size`, default 2, down to 1) and proposes the tokens that followed it, copied from the
-    context, instead of drafting, when the copy is the likelier candidate: its first token is the drafter's own
-    top-1, or the drafter's confidence in its top-1 is below `copy_confidence`. A copied token is a deterministic
+    set, each round also looks for the earlier occurrences of the context's longest repeated suffix (up to
+    `max_matching_ngram_size` tokens, see [`lookup_ngram`]) and proposes the tokens that most often followed them
+    (see [`lookup_continuation`]), copied from the context, instead of drafting, when the copy is the likelier
+    candidate: its first token is the drafter's own top-1, or the drafter's confidence in its top-1 is below
+    `copy_confidence`. A copied token is a deterministic
     proposal, so its logits are one-hot (q = 1 on the token), which keeps speculative sampling exact. After
     `copy_only_after` consecutive copies accepted in full, a round that finds a copy proposes it without running the
     drafter at all; the drafter catches up on the skipped positions in one forward when it next drafts.
@@ -63,7 +64,7 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.eos_token_ids = set([eos] if isinstance(eos, int) else (eos or []))
         lookup_tokens = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
         self.lookup_tokens = int(lookup_tokens or 0)
-        self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
+        self.lookup_ngram = lookup_ngram(drafter)
         self.copy_confidence = float(getattr(drafter.generation_config, "copy_confidence", None) or 0.0)
         self.copy_only_after = copy_only_after(drafter)
         self.copy_only_tokens = copy_only_tokens(drafter, self.lookup_tokens)
@@ -262,6 +263,13 @@ def copy_only_tokens(drafter: CoralDrafter, lookup_tokens: int) -> int:
     return int(lookup_tokens if value is None else value)
 
 
+def lookup_ngram(drafter: CoralDrafter) -> int:
+    """The longest context suffix a copy matches (see [`lookup_continuation`]): the drafter's generation config's
+    `max_matching_ngram_size`, else its config's `prompt_lookup_ngram` (a saved generation config may predate it)."""
+    value = getattr(drafter.generation_config, "max_matching_ngram_size", None)
+    return int(drafter.config.prompt_lookup_ngram if value is None else value)
+
+
 def datastore_settings(drafter: CoralDrafter) -> dict[str, int]:
     """`datastore_tokens` and `datastore_min_ngram` from the drafter's generation config, else its config (a saved
     generation config may predate them)."""
@@ -273,10 +281,14 @@ def datastore_settings(drafter: CoralDrafter) -> dict[str, int]:
 
 
 def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: int) -> torch.LongTensor | None:
-    """Prompt lookup: the tokens that followed the latest earlier occurrence of the sequence's last n tokens.
+    """Prompt lookup: the continuation that most often followed the sequence's longest repeated suffix.
 
-    Tries n = `max_ngram` down to 1 and returns up to `num_tokens` tokens copied from after the most recent match
-    (recent context predicts best), or None when even the last token never occurred before.
+    Finds the longest suffix (n = `max_ngram` down to 1) that occurred earlier in the sequence, then builds the
+    proposal token by token: each next token is the one that most often followed the occurrences still agreeing with
+    the proposal so far, the latest occurrence's on a tie; it stops at `num_tokens` tokens or where no occurrence has
+    a next token yet. With one occurrence this is a plain copy of what followed it. Voting over every occurrence
+    instead of copying after the latest one also carries a copy past the sequence's end (a repeating line's latest
+    occurrence is cut off there, its earlier ones are not). Returns None when even the last token never occurred.
 
     Args:
         sequence: `[length]` token ids (prompt and generated tokens so far).
@@ -286,8 +298,21 @@ def lookup_continuation(sequence: torch.LongTensor, max_ngram: int, num_tokens: 
     length = sequence.shape[0]
     for size in range(min(max_ngram, length - 1), 0, -1):
         windows = sequence[:-1].unfold(0, size, 1)  # a window starting at i ends at i + size - 1 <= length - 2
-        hits = (windows == sequence[-size:]).all(dim=-1).nonzero()
+        hits = (windows == sequence[-size:]).all(dim=-1).nonzero().flatten()
         if hits.numel():
-            start = int(hits[-1]) + size
-            return sequence[start : start + num_tokens]
-    return None
+            break
+    else:
+        return None
+    starts = hits + size  # where each occurrence's continuation begins, in sequence order (all < length)
+    proposal = []
+    for step in range(num_tokens):
+        starts = starts[starts + step < length]
+        if not starts.numel():
+            break
+        following = sequence[starts + step]
+        _, inverse, counts = torch.unique(following, return_inverse=True, return_counts=True)
+        most_frequent = (counts == counts.max())[inverse]  # per occurrence: its token is among the most frequent
+        token = following[most_frequent.nonzero()[-1, 0]]  # the latest such occurrence's token
+        proposal.append(token)
+        starts = starts[following == token]
+    return torch.stack(proposal)

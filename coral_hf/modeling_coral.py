@@ -144,6 +144,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             num_assistant_tokens_schedule="constant",
             assistant_confidence_threshold=config.draft_confidence_threshold,
             prompt_lookup_num_tokens=config.prompt_lookup_tokens,
+            max_matching_ngram_size=config.prompt_lookup_ngram,
             copy_confidence=config.copy_confidence,
             copy_only_after=config.copy_only_after,
             copy_only_tokens=config.copy_only_tokens,

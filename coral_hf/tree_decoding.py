@@ -27,7 +27,14 @@ from transformers.generation.stopping_criteria import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .generation import catch_up, copy_only_after, copy_only_tokens, datastore_settings, lookup_continuation
+from .generation import (
+    catch_up,
+    copy_only_after,
+    copy_only_tokens,
+    datastore_settings,
+    lookup_continuation,
+    lookup_ngram,
+)
 from .modeling_coral import additive_attention_mask
 from .target_utils import unwrap_target
 
@@ -147,7 +154,7 @@ class TreeDecoder:
         self.min_log_confidence = math.log(confidence_threshold) if confidence_threshold > 0 else float("-inf")
         lookup_tokens = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
         self.lookup_tokens = int(lookup_tokens or 0)
-        self.lookup_ngram = int(getattr(drafter.generation_config, "max_matching_ngram_size", None) or 2)
+        self.lookup_ngram = lookup_ngram(drafter)
         self.copy_only_after = copy_only_after(drafter)
         self.copy_only_tokens = copy_only_tokens(drafter, self.lookup_tokens)
         self.datastore = drafter.datastore

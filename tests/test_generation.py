@@ -184,13 +184,23 @@ def test_unattached_drafter_says_how_to_attach(trained_llama_pair):
 # ---------------------------------------------------------------- hybrid: drafter + prompt lookup
 
 
-def test_lookup_continuation_copies_after_the_latest_match():
+def test_lookup_continuation_votes_over_the_occurrences_of_the_longest_suffix():
     from coral_hf.generation import lookup_continuation
 
     sequence = torch.tensor([5, 6, 7, 1, 5, 6, 8, 9, 5, 6])
-    assert lookup_continuation(sequence, max_ngram=2, num_tokens=3).tolist() == [8, 9, 5]  # latest "5 6"
+    assert lookup_continuation(sequence, max_ngram=2, num_tokens=3).tolist() == [8, 9, 5]  # a tie: the latest "5 6"
     assert lookup_continuation(torch.tensor([3, 4, 3]), max_ngram=2, num_tokens=4).tolist() == [4, 3]  # n=1
     assert lookup_continuation(torch.tensor([1, 2, 3]), max_ngram=2, num_tokens=4) is None
+    # "1 2" was followed by 7 twice and by 9 once: the majority, not the latest; then the occurrences that agree vote.
+    voted = torch.tensor([1, 2, 7, 1, 2, 7, 1, 2, 9, 1, 2])
+    assert lookup_continuation(voted, max_ngram=2, num_tokens=3).tolist() == [7, 1, 2]
+    # The longest repeated suffix decides which occurrences vote: "7 1 2" once, followed by 3; "1 2" by 4 twice.
+    longest = torch.tensor([7, 1, 2, 3, 1, 2, 4, 1, 2, 4, 7, 1, 2])
+    assert lookup_continuation(longest, max_ngram=3, num_tokens=2).tolist() == [3, 1]
+    assert lookup_continuation(longest, max_ngram=2, num_tokens=2).tolist() == [4, 7]
+    # A repeating line: the latest occurrence is cut off by the sequence's end, the earlier ones carry the copy on.
+    repeating = torch.tensor([4, 5, 4, 5, 4, 5])
+    assert lookup_continuation(repeating, max_ngram=2, num_tokens=8).tolist() == [4, 5, 4, 5]
 
 
 def _repetitive_prompt(seed: int, vocab: int) -> torch.LongTensor:
