@@ -331,6 +331,43 @@ def test_copy_only_rounds_propose_copy_only_tokens(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["chain", "tree"])
+def test_copies_match_up_to_prompt_lookup_ngram(mode, monkeypatch):
+    """The longest suffix a copy matches is the generation config's `max_matching_ngram_size`, written from
+    `CoralConfig.prompt_lookup_ngram` (default 8); a generation config saved without it falls back to the config's.
+    Chain and tree decoding both read it; the setting is validated like the others."""
+    import coral_hf.generation as generation
+    import coral_hf.tree_decoding as tree_decoding
+
+    target = make_tiny_target("llama")
+    drafter = CoralDrafter.from_target(target, draft_length=4, prompt_lookup_tokens=4, copy_confidence=1.0)
+    assert drafter.generation_config.max_matching_ngram_size == drafter.config.prompt_lookup_ngram == 8
+    module = generation if mode == "chain" else tree_decoding
+    lookup = module.lookup_continuation
+    asked: list[int] = []
+
+    def recorded(sequence, max_ngram, num_tokens):
+        asked.append(max_ngram)
+        return lookup(sequence, max_ngram, num_tokens)
+
+    monkeypatch.setattr(module, "lookup_continuation", recorded)
+    for value, expected in ((3, 3), (None, 8)):
+        drafter.generation_config.max_matching_ngram_size = value
+        asked.clear()
+        if mode == "chain":
+            _assert_hybrid_identical(target, drafter, max_new_tokens=16)
+        else:
+            ids = torch.randint(1, 96, (1, 8), generator=torch.Generator().manual_seed(0))  # no pad token
+            plain = target.generate(ids, max_new_tokens=16, do_sample=False)
+            tree = target.generate(
+                ids, max_new_tokens=16, do_sample=False, custom_generate=tree_generate, drafter=drafter
+            )
+            assert torch.equal(tree, plain)
+        assert asked and set(asked) == {expected}
+    with pytest.raises(ValueError, match="prompt_lookup_ngram must be >= 1"):
+        CoralDrafter.from_target(target, prompt_lookup_ngram=0)
+
+
+@pytest.mark.parametrize("mode", ["chain", "tree"])
 def test_fused_layers_read_in_generation_are_the_ones_training_computes(mode, monkeypatch):
     target = make_tiny_target("llama")
     drafter = train_tiny_drafter(target, steps=150)  # accepts often: rollbacks and tree compaction happen
