@@ -306,6 +306,19 @@ def test_copy_streak_skips_the_drafter_and_stays_lossless(family, monkeypatch):
         CoralDrafter.from_target(target, copy_only_after=-1)
 
 
+def _recorded_lookups(monkeypatch, module, argument: str) -> list[int]:
+    """Patch `module.lookup_continuation` to record the `argument` ("max_ngram" or "num_tokens") of every call."""
+    lookup = module.lookup_continuation
+    asked: list[int] = []
+
+    def recorded(sequence, max_ngram, num_tokens):
+        asked.append({"max_ngram": max_ngram, "num_tokens": num_tokens}[argument])
+        return lookup(sequence, max_ngram, num_tokens)
+
+    monkeypatch.setattr(module, "lookup_continuation", recorded)
+    return asked
+
+
 def test_copy_only_rounds_propose_copy_only_tokens(monkeypatch):
     """The chain's copy-only rounds copy up to `copy_only_tokens` (longer than `prompt_lookup_tokens`); still plain
     greedy. The setting is validated like the others."""
@@ -313,14 +326,7 @@ def test_copy_only_rounds_propose_copy_only_tokens(monkeypatch):
 
     target = make_tiny_target("llama")
     drafter = CoralDrafter.from_target(target, draft_length=4, prompt_lookup_tokens=4, copy_confidence=1.0)
-    lookup = generation.lookup_continuation
-    asked: list[int] = []
-
-    def recorded(sequence, max_ngram, num_tokens):
-        asked.append(num_tokens)
-        return lookup(sequence, max_ngram, num_tokens)
-
-    monkeypatch.setattr(generation, "lookup_continuation", recorded)
+    asked = _recorded_lookups(monkeypatch, generation, "num_tokens")
     for copy_only_tokens in (None, 12):
         drafter.generation_config.copy_only_tokens = copy_only_tokens
         asked.clear()
@@ -341,15 +347,7 @@ def test_copies_match_up_to_prompt_lookup_ngram(mode, monkeypatch):
     target = make_tiny_target("llama")
     drafter = CoralDrafter.from_target(target, draft_length=4, prompt_lookup_tokens=4, copy_confidence=1.0)
     assert drafter.generation_config.max_matching_ngram_size == drafter.config.prompt_lookup_ngram == 8
-    module = generation if mode == "chain" else tree_decoding
-    lookup = module.lookup_continuation
-    asked: list[int] = []
-
-    def recorded(sequence, max_ngram, num_tokens):
-        asked.append(max_ngram)
-        return lookup(sequence, max_ngram, num_tokens)
-
-    monkeypatch.setattr(module, "lookup_continuation", recorded)
+    asked = _recorded_lookups(monkeypatch, generation if mode == "chain" else tree_decoding, "max_ngram")
     for value, expected in ((3, 3), (None, 8)):
         drafter.generation_config.max_matching_ngram_size = value
         asked.clear()
