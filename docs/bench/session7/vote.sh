@@ -6,5 +6,5 @@ cd "$(dirname "$0")/../../.."
 out=docs/bench/session7
 common="--threads 2 --max-new-tokens 256 --draft-length 5 --hybrid-tokens 10 --decoding chain,tree --no-progress"
 .venv/bin/coral-hf bench --prompts humaneval --limit 12 --repeats 3 --dtype float32 $common \
-  --json $out/humaneval12-vote-float32.json --report $out/humaneval12-vote-float32 > $out/humaneval12-vote-float32.log 2>&1
-tail -30 $out/humaneval12-vote-float32.log
+  --json $out/humaneval12-vote-float32${RUN:+-$RUN}.json --report $out/humaneval12-vote-float32${RUN:+-$RUN} > $out/humaneval12-vote-float32${RUN:+-$RUN}.log 2>&1
+tail -30 $out/humaneval12-vote-float32${RUN:+-$RUN}.log
