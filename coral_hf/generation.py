@@ -31,8 +31,8 @@ class CoralCandidateGenerator(CandidateGenerator):
     `max_matching_ngram_size` tokens, see [`lookup_ngram`]) and proposes the tokens that most often followed them
     (see [`lookup_continuation`]), copied from the context, instead of drafting, when the copy is the likelier
     candidate: its first token is the drafter's own top-1, or the drafter's confidence in its top-1 is below
-    `copy_confidence`. A copied token is a deterministic
-    proposal, so its logits are one-hot (q = 1 on the token), which keeps speculative sampling exact. After
+    `copy_confidence`. A copied token is a deterministic proposal, so its logits are one-hot (q = 1 on the token),
+    which keeps speculative sampling exact. After
     `copy_only_after` consecutive copies accepted in full, a round that finds a copy proposes it without running the
     drafter at all; the drafter catches up on the skipped positions in one forward when it next drafts.
 
@@ -157,13 +157,14 @@ class CoralCandidateGenerator(CandidateGenerator):
         which is looked up only when the copy does not qualify); failing that, when the drafter's confidence is below
         `copy_confidence`, the first candidate there is.
         """
-        if copy is None and (self.datastore is None or stored_tokens <= 0):
+        use_datastore = self.datastore is not None and stored_tokens > 0
+        if copy is None and not use_datastore:
             return None
         confidence, top1 = first_logits.softmax(dim=-1).max(dim=-1)
         if copy is not None and int(copy[0]) == int(top1):
             return copy
         stored = None
-        if self.datastore is not None and stored_tokens > 0:
+        if use_datastore:
             stored = self.datastore.lookup(input_ids[0], stored_tokens, self.datastore_min_ngram)
         if stored is not None and int(stored[0]) == int(top1):
             self.datastore_rounds += 1

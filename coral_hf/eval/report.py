@@ -284,9 +284,8 @@ def _datastore_note(settings: dict) -> list[str]:
         return []
     return [
         f"hybrid and tree + lookup also proposed continuations from the drafter's datastore ({datastore['tokens']:,} "
-        f"tokens of "
-        f"{datastore['source'] or 'unnamed data'}; up to {datastore['datastore_tokens']} tokens, suffixes of "
-        f">= {datastore['datastore_min_ngram']})."
+        f"tokens of {datastore['source'] or 'unnamed data'}; up to {datastore['datastore_tokens']} tokens, suffixes "
+        f"of >= {datastore['datastore_min_ngram']})."
     ]
 
 
