@@ -129,6 +129,7 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
     assert multi_turn.responses[DRAFTER] == multi_turn.responses[PLAIN]
 
     table = format_table(result)
+    assert format_table(result, summary) == table  # a caller's summary (the CLI computes one) reads the same
     assert "writing" in table and "coding" in table and "all" in table
     assert "median speedup over all 3 prompts, 95% bootstrap interval" in table
     assert "drafter decode speedup" in table

@@ -321,11 +321,12 @@ def run(args: argparse.Namespace) -> int:
     if args.prompts == "followeval":
         result.followeval = followeval_summary(result)
 
-    print(format_table(result))
+    summary = result.summary()  # once: its bootstrap intervals resample every mode and category
+    print(format_table(result, summary))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.summary(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"JSON: {args.json}")
     if args.report is not None:
-        print(f"report: {write_report(result, args.report)}")
+        print(f"report: {write_report(result, args.report, summary)}")
     return 0

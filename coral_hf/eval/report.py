@@ -50,9 +50,8 @@ def _numbers(numbers: dict[str, Any], mode: str) -> dict[str, Any]:
     return numbers if mode == DRAFTER else numbers[mode]
 
 
-def _rows(result: BenchResult) -> list[tuple[str, dict[str, Any]]]:
-    """(label, aggregate) per category, then the whole run (only when there are several categories)."""
-    summary = result.summary()
+def _rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, aggregate) per category of a run's `summary()`, then the whole run (only with several categories)."""
     rows = list(summary["categories"].items())
     if len(rows) > 1:
         rows.append(("all", summary))
@@ -146,10 +145,11 @@ def _text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[s
     return [line(columns), "  ".join("-" * width for width in widths), *(line(row) for row in rows)]
 
 
-def format_table(result: BenchResult) -> str:
+def format_table(result: BenchResult, summary: dict[str, Any] | None = None) -> str:
     """The terminal summary: one row per category (median tokens/s and speedup, pooled tau), then totals; then the
-    same rows for the decoding phase alone (after the first target forward)."""
-    rows = _rows(result)
+    same rows for the decoding phase alone (after the first target forward). `summary`: as for `plot_speedup`."""
+    summary = result.summary() if summary is None else summary
+    rows = _rows(summary)
     lines = [_headline(result), ""]
     lines += _text_table(_columns(result), [_cells(result, label, numbers) for label, numbers in rows])
     lines.append("")
@@ -158,7 +158,7 @@ def format_table(result: BenchResult) -> str:
         "drafter + prompt-lookup copies; tree: the drafter's dynamic draft tree (+PLD: with a prompt-lookup branch); "
         "identical: per assisted mode, in column order."
     )
-    lines += _interval_note(result)
+    lines += _interval_note(result, summary)
     lines += _datastore_note(result.settings)
     lines.append("")
     lines += _text_table(_decode_columns(result), [_decode_cells(result, label, numbers) for label, numbers in rows])
@@ -212,9 +212,10 @@ def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> li
     return [f"| {' | '.join(cells)} |" for cells in (columns, align, *rows)]
 
 
-def plot_speedup(result: BenchResult, path: Path) -> None:
-    """Bar chart of the median speedup per category (drafter and prompt lookup), with the break-even line at 1."""
-    categories = result.summary()["categories"]
+def plot_speedup(result: BenchResult, path: Path, summary: dict[str, Any] | None = None) -> None:
+    """Bar chart of the median speedup per category (every assisted mode), with the break-even line at 1.
+    `summary`: the run's `result.summary()` when the caller has it (computing one resamples every interval)."""
+    categories = (result.summary() if summary is None else summary)["categories"]
     names = list(categories)
     modes = _assisted(result)
     figure = Figure(figsize=(max(5.0, 1.1 * len(names) + 2.5), 3.8), layout="constrained")
@@ -233,9 +234,10 @@ def plot_speedup(result: BenchResult, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def plot_tau_histogram(result: BenchResult, path: Path) -> None:
-    """Share of target forwards by tokens gained per forward (accepted draft tokens + the target's own token)."""
-    summary = result.summary()
+def plot_tau_histogram(result: BenchResult, path: Path, summary: dict[str, Any] | None = None) -> None:
+    """Share of target forwards by tokens gained per forward (accepted draft tokens + the target's own token).
+    `summary`: as for `plot_speedup`."""
+    summary = result.summary() if summary is None else summary
     histograms = {mode: _numbers(summary, mode)["tau_histogram"] for mode in _assisted(result)}
     largest = max(max(histogram, default=1) for histogram in histograms.values())
     figure = Figure(figsize=(6.0, 3.8), layout="constrained")
@@ -261,9 +263,8 @@ def _json_block(data: dict[str, Any]) -> list[str]:
     return [f"- **{key}**: `{value}`" for key, value in data.items()]
 
 
-def _interval_note(result: BenchResult) -> list[str]:
+def _interval_note(result: BenchResult, summary: dict[str, Any]) -> list[str]:
     """One line with the whole run's 95% bootstrap interval of each mode's median speedup (3 prompts or more)."""
-    summary = result.summary()
     parts = []
     for mode in _assisted(result):
         interval = _numbers(summary, mode).get("speedup_interval")
@@ -289,10 +290,11 @@ def _datastore_note(settings: dict) -> list[str]:
     ]
 
 
-def render_markdown(result: BenchResult) -> str:
-    """The Markdown report (expects the PNGs `SPEEDUP_PLOT` and `TAU_PLOT` next to it)."""
+def render_markdown(result: BenchResult, summary: dict[str, Any] | None = None) -> str:
+    """The Markdown report (expects the PNGs `SPEEDUP_PLOT` and `TAU_PLOT` next to it). `summary`: as for
+    `plot_speedup`."""
     settings = result.settings
-    summary = result.summary()
+    summary = result.summary() if summary is None else summary
     lines = ["# coral-hf bench report", "", _headline(result) + ".", ""]
     if settings.get("drafter_is_random"):
         lines += [
@@ -301,14 +303,14 @@ def render_markdown(result: BenchResult) -> str:
             "",
         ]
     lines += ["## Summary", ""]
-    rows = _rows(result)
+    rows = _rows(summary)
     lines += _markdown_table(_columns(result), [_cells(result, label, numbers) for label, numbers in rows])
     lines += [
         "",
         "tokens/s and speedups are medians over prompts of per-prompt values (all turns of a prompt pooled); tau is",
         "generated tokens per target forward, pooled over the group, counting the target's own token of each round.",
         "All modes ran in the same process, interleaved per turn in rotating order, after warm-up.",
-        *_interval_note(result),
+        *_interval_note(result, summary),
         *_datastore_note(settings),
         "",
         "Decoding phase alone: each `generate` call after its first target forward (the prefill over the prompt,",
@@ -414,14 +416,16 @@ def render_markdown(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: BenchResult, directory: str | Path) -> Path:
-    """Write `report.md` and its plots into `directory` (created if needed); returns the path of `report.md`."""
+def write_report(result: BenchResult, directory: str | Path, summary: dict[str, Any] | None = None) -> Path:
+    """Write `report.md` and its plots into `directory` (created if needed); returns the path of `report.md`.
+    `summary`: as for `plot_speedup`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    plot_speedup(result, directory / SPEEDUP_PLOT)
-    plot_tau_histogram(result, directory / TAU_PLOT)
+    summary = result.summary() if summary is None else summary
+    plot_speedup(result, directory / SPEEDUP_PLOT, summary)
+    plot_tau_histogram(result, directory / TAU_PLOT, summary)
     path = directory / "report.md"
-    path.write_text(render_markdown(result), encoding="utf-8")
+    path.write_text(render_markdown(result, summary), encoding="utf-8")
     return path
 
 
