@@ -7,8 +7,13 @@ period), twoN (a second copy from the latest occurrence with another first token
     python docs/bench/session7/copy_rules.py base longest4 longest8 vote4 two4 --json copy_rules.json
 Run before the vote was shipped: on a later tree, "base" is the vote.
 """
-import argparse, json, sys, time
+
+import argparse
+import json
+import time
+
 import torch
+
 import coral_hf
 import coral_hf.tree_decoding as td
 from coral_hf.commands import load_drafter_for_timing, resolve_pack_weights_argument
@@ -30,7 +35,9 @@ drafter, _ = load_drafter_for_timing("smollm2-135m-instruct", target, pack)
 enc = {}
 for spec in a.sets:
     name, _, lim = spec.partition(":")
-    enc[name] = [encode_chat(tok, [{"role": "user", "content": it.turns[0]}]) for it in load_prompts(name, limit=int(lim))]
+    enc[name] = [
+        encode_chat(tok, [{"role": "user", "content": it.turns[0]}]) for it in load_prompts(name, limit=int(lim))
+    ]
 
 
 def lookup_longest(seq, max_ngram, n):
@@ -57,7 +64,7 @@ def lookup_vote(seq, max_ngram, n):
                     counts[t] = (counts.get(t, (0, -1))[0] + 1, i)
                 best = max(counts, key=lambda t: counts[t])
                 out.append(best)
-                live = [s for s, t in zip([c - step for c in cand], toks) if t == best]
+                live = [s for s, t in zip([c - step for c in cand], toks, strict=True) if t == best]
             return torch.tensor(out, dtype=torch.long) if out else None
     return None
 
@@ -91,7 +98,10 @@ def extend(tree, copy, max_new):
             if added >= max_new:
                 break
             added += 1
-            tokens.append(t); parents.append(node); depths.append(depths[node] + 1); child = len(tokens) - 1
+            tokens.append(t)
+            parents.append(node)
+            depths.append(depths[node] + 1)
+            child = len(tokens) - 1
         node = child
     return td.DraftTree(torch.tensor(tokens), torch.tensor(parents), torch.tensor(depths), tree.copy_tail)
 
@@ -124,25 +134,47 @@ for variant in a.variants:
     td.lookup_continuation = base_lookup
     td.TreeDecoder.build_tree = orig_build
     if variant.startswith("longest"):
-        MAXN = int(variant[7:]); td.lookup_continuation = lookup_longest
+        MAXN = int(variant[7:])
+        td.lookup_continuation = lookup_longest
     elif variant.startswith("vote"):
-        MAXN = int(variant[4:]); td.lookup_continuation = lookup_vote
+        MAXN = int(variant[4:])
+        td.lookup_continuation = lookup_vote
     elif variant.startswith("periodic"):
-        MAXN = int(variant[8:]); td.lookup_continuation = lookup_periodic
+        MAXN = int(variant[8:])
+        td.lookup_continuation = lookup_periodic
     elif variant.startswith("two"):
-        SECOND_NEW = int(variant[3:]); td.TreeDecoder.build_tree = build_two
+        SECOND_NEW = int(variant[3:])
+        td.TreeDecoder.build_tree = build_two
     report[variant] = {}
     for name, inputs in enc.items():
         toks = fw = drafted = 0
         per = []
         for ids in inputs:
-            out = target.generate(ids, max_new_tokens=a.max_new_tokens, do_sample=False,
-                                  custom_generate=coral_hf.tree_generate, drafter=drafter)
+            out = target.generate(
+                ids,
+                max_new_tokens=a.max_new_tokens,
+                do_sample=False,
+                custom_generate=coral_hf.tree_generate,
+                drafter=drafter,
+            )
             s = drafter.last_generation_stats
             new = out.shape[1] - ids.shape[1]
-            toks += new; fw += s["rounds"] + 1; drafted += s["drafted"]
+            toks += new
+            fw += s["rounds"] + 1
+            drafted += s["drafted"]
             per.append(round(new / (s["rounds"] + 1), 3))
-        report[variant][name] = {"tau": round(toks / fw, 3), "nodes_per_round": round(drafted / (fw - len(inputs)), 2), "per_prompt": per}
-        print(variant, name, report[variant][name]["tau"], report[variant][name]["nodes_per_round"], time.strftime("%H:%M:%S"), flush=True)
+        report[variant][name] = {
+            "tau": round(toks / fw, 3),
+            "nodes_per_round": round(drafted / (fw - len(inputs)), 2),
+            "per_prompt": per,
+        }
+        print(
+            variant,
+            name,
+            report[variant][name]["tau"],
+            report[variant][name]["nodes_per_round"],
+            time.strftime("%H:%M:%S"),
+            flush=True,
+        )
 if a.json:
     json.dump(report, open(a.json, "w"), indent=1)
