@@ -767,7 +767,8 @@ def run_bench(
                 history.append({"role": "assistant", "content": result.responses[PLAIN][-1]})
             results.append(result)
             bar.set_postfix(
-                tau=f"{aggregate(results, modes)['tau']:.2f}",
+                # Pooled tau only: `aggregate` would also bootstrap every mode's interval after each prompt.
+                tau=f"{sum(p.tokens(DRAFTER) for p in results) / max(sum(p.rounds(DRAFTER) for p in results), 1):.2f}",
                 speedup=f"{statistics.median(prompt.speedup(DRAFTER) for prompt in results):.2f}x",
             )
         draft_timing = time_draft_step(drafter, repetitions=draft_step_repetitions) if draft_step_repetitions else None
