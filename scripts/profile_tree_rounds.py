@@ -11,7 +11,9 @@ target forward and the acceptance walk) and cache compaction, each in plain step
 token, prefill included: the tree's own prefill shows up under "rest"), and how many draft tokens each round
 accepted, and where the target's token ranked in the drafter's distribution at the root (in all rounds that ran
 the drafter, and in those that accepted nothing: a miss beyond the tree's width at the root is out of reach of any
-tree shape). A maintainer's tool for deciding what to make cheaper: `coral-hf bench` is the measurement of record.
+tree shape). In bfloat16 the tree's output may part from plain greedy at numerical ties (counted, not checked:
+`coral-hf bench` classifies them), so speeds are per generated token; float32 outputs must match. A maintainer's
+tool for deciding what to make cheaper: `coral-hf bench` is the measurement of record.
 """
 
 from __future__ import annotations
@@ -132,9 +134,12 @@ def main() -> None:
             output, tree_seconds = generate(input_ids, **tree)
             _, lookup_seconds = generate(input_ids, prompt_lookup_num_tokens=lookup_tokens)
             if not torch.equal(plain, output):
-                raise SystemExit("error: tree decoding changed the output; profile a lossless configuration.")
+                # bf16 outputs may part at numerical ties (`coral-hf bench` classifies them); fp32 must match.
+                if args.dtype == "float32":
+                    raise SystemExit("error: tree decoding changed the output; profile a lossless configuration.")
+                totals.update(differing_outputs=1)
             totals.update(drafter.last_generation_stats)
-            totals.update(tokens=len(plain))
+            totals.update(tokens=len(plain), tree_tokens=len(output))
             for name, value in (("plain", plain_seconds), ("tree", tree_seconds), ("lookup", lookup_seconds)):
                 totals[name] += value
         step = totals["plain"] / totals["tokens"]
@@ -145,9 +150,10 @@ def main() -> None:
             "tree": label,
             "tokens": totals["tokens"],
             "plain_ms_per_token": round(step * 1000, 2),
-            "speedup_tree": round(totals["plain"] / totals["tree"], 3),
+            "speedup_tree": round(step / (totals["tree"] / totals["tree_tokens"]), 3),
             "speedup_prompt_lookup": round(totals["plain"] / totals["lookup"], 3),
-            "tau": round(totals["tokens"] / (rounds + len(encoded)), 3),
+            "tau": round(totals["tree_tokens"] / (rounds + len(encoded)), 3),
+            "differing_outputs": totals["differing_outputs"],
             "rounds": rounds,
             "copy_only_rounds": totals["copy_only_rounds"],
             "drafter_forwards_per_round": round(totals["drafter_forwards"] / rounds, 2),
