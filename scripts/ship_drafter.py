@@ -73,8 +73,10 @@ def main() -> None:
     for path in args.bench_json:
         report = json.loads(path.read_text())
         settings = report["settings"]
+        turns = sum(item["turns"] for item in report.get("per_prompt", []))
+        size = f"{report['prompts']} prompts" + (f", {turns} turns" if turns > report["prompts"] else "")
         name = (
-            f"{settings['prompts']} ({settings['dtype']}, T={settings['temperature']}, "
+            f"{settings['prompts']} ({size}, {settings['dtype']}, T={settings['temperature']}, "
             f"{settings['max_new_tokens']} new tokens)"
         )
         # The modes that match the shipped settings: chain (with copies when shipped with them), and the tree.
