@@ -28,19 +28,24 @@ def packable_dtype(dtype: torch.dtype) -> bool:
     return dtype == torch.float32
 
 
-def packed_linear_available() -> tuple[bool, str]:
-    """Whether this PyTorch build can pack linear weights for oneDNN, and why not where it cannot."""
+def packed_linear_available(dtype: torch.dtype | None = None) -> tuple[bool, str]:
+    """Whether this PyTorch build can pack linear weights for oneDNN (of `dtype`, where given, on this CPU), and why
+    not where it cannot."""
     if not torch.backends.mkldnn.is_available():
         return False, "this PyTorch build has no oneDNN (mkldnn)"
     ops = torch.ops.mkldnn
     if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
         return False, f"torch {torch.__version__} lacks torch.ops.mkldnn._linear_pointwise"
+    if dtype is not None and not packable_dtype(dtype):
+        if dtype == torch.bfloat16:
+            return False, "oneDNN has no bfloat16 kernels on this CPU (they need AVX-512)"
+        return False, f"oneDNN packing covers float32 and bfloat16, not {str(dtype).removeprefix('torch.')}"
     return True, "oneDNN packed weights (torch.ops.mkldnn)"
 
 
-def require_packed_linear() -> None:
-    """Raise `RuntimeError` saying why where this PyTorch build cannot pack linear weights."""
-    available, reason = packed_linear_available()
+def require_packed_linear(dtype: torch.dtype | None = None) -> None:
+    """Raise `RuntimeError` saying why where this PyTorch build cannot pack linear weights (of `dtype` on this CPU)."""
+    available, reason = packed_linear_available(dtype)
     if not available:
         raise RuntimeError(f"cannot pack linear weights: {reason}")
 

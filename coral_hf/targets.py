@@ -93,19 +93,28 @@ def check_model_source(name_or_path: str, what: str) -> None:
         raise FileNotFoundError(f"{what} {name_or_path!r}: no such directory, and not a Hub id (owner/name).")
 
 
+def cpu_flags() -> list[str] | None:
+    """The CPU's feature flags (`/proc/cpuinfo`), or None where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return None
+
+
 def native_bf16(device: str | torch.device | None = None) -> tuple[bool, str]:
     """Whether `device` computes bf16 natively (fast), and why: a CUDA GPU with bf16 support, or a CPU whose flags
-    include `amx_bf16` or `avx512_bf16`. Without native bf16 a CPU emulates it, slower than float32."""
+    include `amx_bf16` or `avx512_bf16`. Without native bf16 a CPU emulates it: a one-token forward, bound by memory,
+    can still beat float32, but a forward over several new tokens (speculative verification) costs several times
+    float32's (AVX2-only AMD EPYC, SmolLM2-135M: 8 new tokens 4x one token in bf16, 1.5x in packed float32)."""
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return supported, "CUDA bf16 support" if supported else "this GPU lacks bf16"
     if device.type != "cpu":
         return False, f"no bf16 probe for {device.type}"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
+    flags = cpu_flags()
+    if flags is None:
         return False, "CPU flags unreadable (/proc/cpuinfo)"
     found = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
     return (True, f"CPU flag {found[0]}") if found else (False, "CPU without amx_bf16 / avx512_bf16")
@@ -140,18 +149,21 @@ def resolve_drafter_dtype(
     return target_dtype, "auto: the target's" + ("" if native else f" ({reason})")
 
 
-def resolve_pack_weights(pack_weights: bool | str, device: str | torch.device | None = None) -> tuple[bool, str]:
-    """`"auto"`: pack linear weights on CPU where PyTorch can (`packed_linear_available`), with the reason; `True` /
-    `False` as given."""
+def resolve_pack_weights(
+    pack_weights: bool | str, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[bool, str]:
+    """Whether to pack linear weights, with the reason. `"auto"`: on CPU where PyTorch can
+    (`packed_linear_available`) and, given the model's `dtype`, where oneDNN computes it on this CPU (bfloat16 needs
+    AVX-512). `True` / `False` as given; `True` raises `RuntimeError` saying why where packing is impossible."""
     if pack_weights == "auto":
         if torch.device(device or "cpu").type != "cpu":
             return False, "auto: not on CPU"
-        available, reason = packed_linear_available()
+        available, reason = packed_linear_available(dtype)
         return available, f"auto: {reason}"
     if not isinstance(pack_weights, bool):
         raise ValueError(f"pack_weights must be True, False or 'auto', got {pack_weights!r}")
     if pack_weights:
-        require_packed_linear()  # before loading a model it could not pack
+        require_packed_linear(dtype)  # before loading a model it could not pack
     return pack_weights, "as requested"
 
 
@@ -189,7 +201,7 @@ def load_target(
     if path != name_or_path:
         revision = None
     dtype, _ = resolve_dtype(dtype, device)
-    pack, _ = resolve_pack_weights(pack_weights, device)
+    pack, _ = resolve_pack_weights(pack_weights, device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision, **kwargs)
     if path != name_or_path:

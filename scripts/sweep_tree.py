@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pack, packed_label = resolve_pack_weights_argument(args.pack_weights)
+    pack, packed_label = resolve_pack_weights_argument(args.pack_weights, dtype=getattr(torch, args.dtype))
     target, tokenizer = coral_hf.load_target(
         "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
     )

@@ -31,6 +31,7 @@ from coral_hf.eval.bench import (
 from coral_hf.eval.prompts import load_prompts
 from coral_hf.eval.report import SPEEDUP_PLOT, TAU_PLOT, format_table, write_report
 from coral_hf.packed_linear import packed_linear_available
+from coral_hf.targets import native_bf16
 
 from .testing_utils import make_chat_tokenizer, make_tiny_target, train_tiny_drafter
 
@@ -104,6 +105,9 @@ def test_run_bench_greedy(pair, tokenizer, question_file, tmp_path):
     _check_counts(summary["categories"]["coding"], turns=1)
     assert summary["settings"]["lossless_check"] and summary["settings"]["temperature"] == 0.0
     assert summary["machine"]["torch_threads"] == torch.get_num_threads()
+    # The report names the vector units that decide bf16's cost, consistently with `--dtype auto`'s choice.
+    bf16_flags = {"amx_bf16", "avx512_bf16"} & set(summary["machine"]["cpu_flags"])
+    assert bool(bf16_flags) == native_bf16("cpu")[0]
     assert summary["settings"]["drafter_head"] == "full"
     assert 0 < summary["lm_head_ms"] < summary["draft_step_ms"] and 0 < summary["layer_ms"] < summary["draft_step_ms"]
     assert [row["turns"] for row in summary["per_prompt"]] == [2, 1, 1]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from coral_hf import CoralDrafter, pack_linear_weights, tree_generate, unpack_linear_weights
-from coral_hf.packed_linear import PackedLinear, packed_linear_available
+from coral_hf.packed_linear import PackedLinear, packable_dtype, packed_linear_available
 from coral_hf.targets import native_bf16, resolve_drafter_dtype, resolve_pack_weights
 
 from .testing_utils import FAMILIES, make_tiny_target
@@ -27,7 +27,10 @@ def _linear_pair(dtype: torch.dtype, bias: bool) -> tuple[nn.Linear, nn.Linear]:
     return packed, plain
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+ONEDNN_BF16 = pytest.mark.skipif(not packable_dtype(torch.bfloat16), reason=packed_linear_available(torch.bfloat16)[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=ONEDNN_BF16)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_packed_linear_computes_what_nn_linear_computes(dtype, bias):
     packed, plain = _linear_pair(dtype, bias)
@@ -155,6 +158,22 @@ def test_pack_weights_option_is_checked():
     assert resolve_pack_weights("auto", "meta") == (False, "auto: not on CPU")
     with pytest.raises(ValueError, match="pack_weights must be True, False or 'auto'"):
         resolve_pack_weights("yes")
+
+
+def test_bfloat16_stays_unpacked_where_onednn_has_no_bfloat16(monkeypatch):
+    """On CPUs without AVX-512 (e.g. AVX2-only EPYC and Core parts) oneDNN has no bf16 kernels: auto says so and does
+    not pack, an explicit request fails with the reason, and packing a model leaves its bf16 layers as they are."""
+    monkeypatch.setattr("coral_hf.packed_linear.packable_dtype", lambda dtype: dtype == torch.float32)
+    reason = "oneDNN has no bfloat16 kernels on this CPU (they need AVX-512)"
+    assert resolve_pack_weights("auto", "cpu", torch.bfloat16) == (False, f"auto: {reason}")
+    assert resolve_pack_weights("auto", "cpu", torch.float32)[0] is True
+    with pytest.raises(RuntimeError, match="cannot pack linear weights: oneDNN has no bfloat16 kernels"):
+        resolve_pack_weights(True, "cpu", torch.bfloat16)
+    with pytest.raises(RuntimeError, match="covers float32 and bfloat16, not float16"):
+        resolve_pack_weights(True, "cpu", torch.float16)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8).to(torch.bfloat16))
+    assert pack_linear_weights(model) == 1
+    assert type(model[0]) is PackedLinear and type(model[1]) is nn.Linear
 
 
 def test_packed_lora_target_repacked_after_merging_its_adapter():

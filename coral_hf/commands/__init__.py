@@ -38,11 +38,14 @@ def add_pack_weights_argument(parser: argparse.ArgumentParser | argparse._Argume
     )
 
 
-def resolve_pack_weights_argument(choice: str, device: str | None = None) -> tuple[bool, str]:
-    """The `--pack-weights` choice as (whether to pack, `"yes (why)"` / `"no (why)"` for reports and logs)."""
+def resolve_pack_weights_argument(
+    choice: str, device: str | None = None, dtype: torch.dtype | None = None
+) -> tuple[bool, str]:
+    """The `--pack-weights` choice for a target of `dtype` as (whether to pack, `"yes (why)"` / `"no (why)"` for
+    reports and logs)."""
     from ..targets import resolve_pack_weights
 
-    pack, reason = resolve_pack_weights(_PACK_WEIGHTS[choice], device)
+    pack, reason = resolve_pack_weights(_PACK_WEIGHTS[choice], device, dtype)
     return pack, f"{'yes' if pack else 'no'} ({reason})"
 
 

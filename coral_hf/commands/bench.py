@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     from coral_hf.targets import resolve_dtype
 
     dtype, dtype_reason = resolve_dtype(args.dtype, args.device)
-    pack, packed_label = resolve_pack_weights_argument(args.pack_weights, args.device)
+    pack, packed_label = resolve_pack_weights_argument(args.pack_weights, args.device, dtype)
     target, tokenizer = load_target(args.target, dtype=dtype, device=args.device, pack_weights=pack)
     drafter_source = args.drafter or shipped_drafter_path(args.target)
     if drafter_source is None:

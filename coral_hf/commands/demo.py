@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from coral_hf.targets import resolve_dtype
 
     dtype, reason = resolve_dtype(args.dtype)
-    pack, packed_label = resolve_pack_weights_argument(args.pack_weights)
+    pack, packed_label = resolve_pack_weights_argument(args.pack_weights, dtype=dtype)
     target, tokenizer = load_target(args.target, dtype=dtype, pack_weights=pack)
     drafter_source = args.drafter or shipped_drafter_path(args.target)
     drafter_dtype, drafter_dtype_label = resolve_drafter_dtype_argument(args.drafter_dtype, dtype)

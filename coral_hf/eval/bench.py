@@ -49,6 +49,7 @@ from ..generation import copy_only_after as resolved_copy_only_after
 from ..generation import copy_only_tokens as resolved_copy_only_tokens
 from ..generation import datastore_settings
 from ..modeling_coral import CoralDrafter
+from ..targets import cpu_flags
 from ..tree_decoding import TREE_SETTINGS, tree_generate, tree_settings
 from .prompts import PromptItem
 from .ties import is_low_precision, is_numerical_tie, pair_gaps_by_shape
@@ -340,8 +341,12 @@ class BenchResult:
         return document
 
 
+_SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on: CPU, thread settings, library versions, load average."""
+    """What the numbers were measured on: CPU and its vector flags, thread settings, library versions, load
+    average."""
     info: dict[str, Any] = {
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
@@ -353,6 +358,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "device": str(device),
     }
+    flags = cpu_flags()
+    if flags is not None:  # the vector units decide what a multi-token forward and bf16 cost
+        info["cpu_flags"] = [flag for flag in _SPEED_FLAGS if flag in flags]
     if hasattr(os, "sched_getaffinity"):
         info["usable_cpus"] = len(os.sched_getaffinity(0))
     if device.type == "cuda":
