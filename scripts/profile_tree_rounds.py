@@ -133,14 +133,14 @@ def main() -> None:
         for input_ids in encoded:
             plain, plain_seconds = generate(input_ids)
             output, tree_seconds = generate(input_ids, **tree)
-            _, lookup_seconds = generate(input_ids, prompt_lookup_num_tokens=lookup_tokens)
+            lookup, lookup_seconds = generate(input_ids, prompt_lookup_num_tokens=lookup_tokens)
             if not torch.equal(plain, output):
                 # bf16 outputs may part at numerical ties (`coral-hf bench` classifies them); fp32 must match.
                 if not is_low_precision(target.dtype):
                     raise SystemExit("error: tree decoding changed the output; profile a lossless configuration.")
                 totals.update(differing_outputs=1)
             totals.update(drafter.last_generation_stats)
-            totals.update(tokens=len(plain), tree_tokens=len(output))
+            totals.update(tokens=len(plain), tree_tokens=len(output), lookup_tokens=len(lookup))
             for name, value in (("plain", plain_seconds), ("tree", tree_seconds), ("lookup", lookup_seconds)):
                 totals[name] += value
         step = totals["plain"] / totals["tokens"]
@@ -152,7 +152,7 @@ def main() -> None:
             "tokens": totals["tokens"],
             "plain_ms_per_token": round(step * 1000, 2),
             "speedup_tree": round(step / (totals["tree"] / totals["tree_tokens"]), 3),
-            "speedup_prompt_lookup": round(totals["plain"] / totals["lookup"], 3),
+            "speedup_prompt_lookup": round(step / (totals["lookup"] / totals["lookup_tokens"]), 3),
             "tau": round(totals["tree_tokens"] / (rounds + len(encoded)), 3),
             "differing_outputs": totals["differing_outputs"],
             "rounds": rounds,
