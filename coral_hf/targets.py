@@ -194,7 +194,8 @@ def load_target(
         revision: Hub revision for Hub ids.
         pack_weights: give the linear layers oneDNN-packed weights (`coral_hf.pack_linear_weights`), which makes
             forwards over several new tokens (speculative verification) cheap on CPU; `"auto"` packs on CPU where
-            this PyTorch build can.
+            this PyTorch build can (bfloat16 weights only where oneDNN has bf16 kernels: AVX-512). `True` raises
+            `RuntimeError` where it cannot.
         kwargs: passed to `AutoModelForCausalLM.from_pretrained`.
     """
     path = target_path(name_or_path)
