@@ -1,7 +1,6 @@
 import io
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
@@ -194,9 +193,11 @@ def test_collator_right_pads_to_longest(tokenizer):
     assert batch["input_ids"][1, 1:].tolist() == [tokenizer.convert_tokens_to_ids("<|endoftext|>")] * 3
 
 
-@pytest.mark.skipif(not Path("/tmp/smol/conv/tokenizer.json").exists(), reason="SmolLM2 tokenizer not saved")
 def test_real_smollm2_tokenizer():
-    tokenizer = AutoTokenizer.from_pretrained("/tmp/smol/conv")
+    """The embedded SmolLM2's own tokenizer and chat template (the target the shipped drafter trains on)."""
+    from coral_hf.targets import embedded_target_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_target_path())
     for conversation in (MULTI_TURN, WITH_SYSTEM):
         example = tokenize_conversation(tokenizer, conversation, max_length=1024)
         assert example["input_ids"] == tokenizer.apply_chat_template(conversation)["input_ids"]
