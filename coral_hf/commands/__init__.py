@@ -34,7 +34,7 @@ def add_pack_weights_argument(parser: argparse.ArgumentParser | argparse._Argume
         choices=tuple(_PACK_WEIGHTS),
         help="oneDNN-packed linear weights for target and drafter (coral_hf.pack_linear_weights), which make a "
         "forward over several new tokens cost about one token's on CPU; plain generate uses them too (default "
-        "auto: on CPU where PyTorch can).",
+        "auto: on CPU where PyTorch can; bf16 weights only where oneDNN has bf16 kernels, i.e. with AVX-512).",
     )
 
 

@@ -119,23 +119,13 @@ def main() -> None:
             while node:
                 path.append(int(tokens[node]))
                 node = parents[node]
-            context = torch.cat([state["context"], state["context"].new_tensor(path[::-1])])
-            continuation = original_lookup(store, context, state["num_tokens"], state["min_ngram"])
-            if continuation is None:
-                continue
-            node, added = start, 0
-            for token in continuation.tolist():
-                child = next((c for c in keep if parents[c] == node and int(tokens[c]) == token), None)
-                if child is None:
-                    if added >= max_new:
-                        break
-                    added += 1
-                    tokens.append(continuation.new_tensor(token))
-                    parents.append(node)
-                    depths.append(depths[node] + 1)
-                    child = len(tokens) - 1
-                    keep.append(child)
-                node = child
+            path = state["context"].new_tensor(path[::-1])
+            continuation = original_lookup(
+                store, torch.cat([state["context"], path]), state["num_tokens"], state["min_ngram"]
+            )
+            if continuation is not None:
+                # From the root along the node's path (all in the tree already), then the continuation below it.
+                original_add(keep, tokens, parents, depths, torch.cat([path, continuation]), max_new)
 
     def build_tree(self, *a, **k):
         tree = original_build(self, *a, **k)
