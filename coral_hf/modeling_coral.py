@@ -24,7 +24,13 @@ from .generation import CoralCandidateGenerator
 from .hub.push import push_drafter
 from .hub.safety import check_safetensors_only
 from .lm_head import GroupedLMHead, build_permutation, frequency_shortlist, token_groups
-from .target_utils import check_compatible, fused_layers_problem, target_fingerprint, unwrap_target
+from .target_utils import (
+    check_compatible,
+    fused_layers_problem,
+    target_fingerprint,
+    unwrap_target,
+    warn_if_slow_verification,
+)
 
 
 def _load_datastore(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> NgramDatastore | None:
@@ -623,6 +629,7 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
             raise ValueError(f"CoralDrafter supports batch size 1 only, got {input_ids.shape[0]}.")
         generator = self.__dict__["_candidate_generator"]
         if past_key_values is None:
+            warn_if_slow_verification(self.target)
             generator = CoralCandidateGenerator(self, generation_config, logits_processor)
             self.__dict__["_candidate_generator"] = generator
         elif generator is None or past_key_values is not generator.cache:

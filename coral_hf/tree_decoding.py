@@ -36,7 +36,7 @@ from .generation import (
     lookup_ngram,
 )
 from .modeling_coral import additive_attention_mask
-from .target_utils import unwrap_target
+from .target_utils import unwrap_target, warn_if_slow_verification
 
 if TYPE_CHECKING:
     from .modeling_coral import CoralDrafter
@@ -550,6 +550,7 @@ def tree_generate(
             f"Tree decoding does not apply sliding-window attention: max_length {generation_config.max_length} "
             f"exceeds the target's sliding_window {window}."
         )
+    warn_if_slow_verification(model)
     settings = tree_settings(
         drafter,
         tree_total_tokens=tree_total_tokens,

@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=3, help="pieces of the GGUF, one per call")
     parser.add_argument("--out", type=Path, default=REPO / ".device")
     args = parser.parse_args()
+    if not args.out.resolve().is_relative_to(REPO):
+        parser.error(f"--out {args.out} is outside {REPO}: the device tool carries paths inside the working tree")
+    args.out = args.out.resolve()
     args.out.mkdir(exist_ok=True)
     download_wheels(args.out / "wheels")
     parts = split_gguf(args.out, args.parts)

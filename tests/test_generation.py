@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from transformers.generation.streamers import BaseStreamer
 
 from coral_hf import CoralDrafter, tree_generate
+from coral_hf.target_utils import _warn_slow_bf16_verification
 from coral_hf.training.feature_cache import compute_fused_target_features
 
 from .testing_utils import (
@@ -395,3 +398,24 @@ def test_fused_layers_read_in_generation_are_the_ones_training_computes(mode, mo
         positions = call["position_ids"][0]
         torch.testing.assert_close(call["hidden_states"], features[:, positions], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(call["fused_hidden_states"], fused[:, positions], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("decoding", ["chain", "tree"])
+def test_bfloat16_target_warns_once_where_cpu_has_no_fast_bfloat16(monkeypatch, caplog, decoding):
+    """On a CPU whose oneDNN has no bf16 kernels (no AVX-512), verifying several bf16 tokens costs several times one
+    token's forward and speculation is slower than plain bf16 `generate`: the user is told once, and float32 targets
+    (the fast path there) are not warned about."""
+    monkeypatch.setattr("coral_hf.target_utils.packable_dtype", lambda dtype: dtype == torch.float32)
+    _warn_slow_bf16_verification.cache_clear()
+    prompt = _prompt(0, length=6, vocab=make_tiny_target().config.vocab_size)
+    with caplog.at_level(logging.WARNING, logger="coral_hf.target_utils"):
+        for dtype in (torch.float32, torch.bfloat16, torch.bfloat16):
+            target = make_tiny_target().to(dtype)
+            drafter = CoralDrafter.from_target(target).to(dtype)
+            tree = {"custom_generate": tree_generate, "drafter": drafter}
+            kwargs = {"assistant_model": drafter} if decoding == "chain" else tree
+            target.generate(prompt, max_new_tokens=4, do_sample=False, **kwargs)
+            warnings = [record.getMessage() for record in caplog.records]
+            assert len(warnings) == (0 if dtype == torch.float32 else 1), warnings
+    assert "bfloat16 on a CPU without oneDNN bf16 kernels" in warnings[0] and 'dtype="auto"' in warnings[0]
+    _warn_slow_bf16_verification.cache_clear()
