@@ -137,6 +137,28 @@ def test_shipped_datastore_branch_is_lossless_and_gets_accepted(smollm2):
     assert accepted[10] > accepted[0]
 
 
+def test_text_generation_pipeline_takes_the_drafter_chain_and_tree(smollm2):
+    """`pipeline("text-generation")` forwards generate kwargs: chat messages in, the same answer out with the
+    drafter (chain) and with tree decoding, and the tree actually ran (its rounds are recorded)."""
+    from transformers import pipeline
+
+    from coral_hf import tree_generate
+
+    target, tokenizer = smollm2
+    drafter = load_drafter("smollm2-135m-instruct", target=target)
+    pipe = pipeline("text-generation", model=target, tokenizer=tokenizer)
+    messages = [{"role": "user", "content": "Write a Python function that reverses a string."}]
+
+    def answer(**kwargs) -> str:
+        return pipe(messages, max_new_tokens=32, do_sample=False, **kwargs)[0]["generated_text"][-1]["content"]
+
+    plain = answer()
+    assert answer(assistant_model=drafter) == plain
+    assert answer(custom_generate=tree_generate, drafter=drafter) == plain
+    stats = drafter.last_generation_stats
+    assert 0 < stats["rounds"] < 32 and stats["accepted"] > 0
+
+
 def test_demo_runs_chain_and_tree_and_names_the_faster(capsys):
     from coral_hf.cli import main
 
