@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .target_utils import decoder_stack, hook_layer_outputs
+from .transformers_compat import passed_cache
 
 
 class TargetFeatureRecorder:
@@ -61,7 +62,7 @@ class TargetFeatureRecorder:
         self.offset = 0
 
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        cache = kwargs.get("past_key_values")
+        cache = passed_cache(kwargs)
         self._start = cache.get_seq_length() if cache is not None else 0
         if self._armed:
             self._armed = False

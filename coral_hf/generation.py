@@ -56,6 +56,7 @@ class CoralCandidateGenerator(CandidateGenerator):
         self.drafter = drafter
         self.recorder = drafter.feature_recorder
         self.cache = DynamicCache()
+        self.handle = DraftHandle(self.cache)
         self.logits_processor = LogitsProcessorList(logits_processor or [])
         self.do_sample = bool(generation_config.do_sample)
         self.confidence_threshold = float(generation_config.assistant_confidence_threshold or 0.0)
@@ -219,6 +220,25 @@ class CoralCandidateGenerator(CandidateGenerator):
         # Keep only positions computed from real target features; the target verifies the rest next.
         self.cache.crop(verified - offset - self.cache.get_seq_length())
         return sequence, torch.stack(all_logits, dim=1)
+
+
+class DraftHandle:
+    """What the drafter hands transformers as its cache between rounds of assisted decoding.
+
+    transformers keeps the assistant's cache and crops it before each round to fit the accepted text (since 5.24 by
+    its own count of the last round's rejected tokens), while the drafter's cache holds only positions computed from
+    the target's real features and is cropped by its generator. So transformers gets this handle, whose `crop` does
+    nothing, and hands it back to identify the generation; its length is the cache's.
+    """
+
+    def __init__(self, cache: DynamicCache):
+        self._cache = cache
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._cache.get_seq_length(layer_idx)
+
+    def crop(self, max_length: int) -> None:
+        """Leave the drafter's cache to its generator."""
 
 
 def catch_up(drafter: CoralDrafter, cache: DynamicCache, sequence: torch.LongTensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from .target_utils import (
     unwrap_target,
     warn_if_slow_verification,
 )
+from .transformers_compat import cache_kwargs, passed_cache
 
 
 def _load_datastore(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> NgramDatastore | None:
@@ -54,13 +55,14 @@ class CoralDrafterOutput(ModelOutput):
             Predicted target features for the next position (the input of the target's LM head).
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`, *optional*):
             Target LM head applied to `last_hidden_state`, when `output_logits=True`.
-        past_key_values (`Cache`, *optional*):
-            The drafter's own KV cache.
+        cache (`Cache`, *optional*):
+            The drafter's own KV cache (the `past_key_values` passed in; named as transformers names it since 5.24,
+            whose outputs rename a `past_key_values` field to `cache`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
 
 
 def _layer_classes(model_type: str) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
@@ -580,16 +582,16 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
                 hidden_states,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
+                **cache_kwargs(past_key_values),
             )
         if self.norm is not None:
             hidden_states = self.norm(hidden_states)
         return CoralDrafterOutput(
             last_hidden_state=hidden_states,
             logits=self.compute_logits(hidden_states) if output_logits else None,
-            past_key_values=past_key_values,
+            cache=past_key_values,
         )
 
     def _fuse(self, fused_hidden_states: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -611,13 +613,13 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         generation_config: GenerationConfig | None = None,
         logits_processor: Any = None,
         max_new_tokens: int | None = None,
-        past_key_values: Any = None,
         **kwargs: Any,
     ) -> GenerateDecoderOnlyOutput:
         """Draft candidates for the target; called by transformers' assisted decoding, not by users.
 
-        The first call of a generation carries no `past_key_values`: it starts a fresh [`CoralCandidateGenerator`].
-        Later calls hand back the `past_key_values` this method returned, which identify that generator.
+        The first call of a generation carries no cache (`past_key_values`, `cache` since transformers 5.24): it
+        starts a fresh [`CoralCandidateGenerator`]. Later calls hand back the cache this method returned, the
+        generator's [`DraftHandle`], which identifies that generator.
         """
         if generation_config is None or not getattr(generation_config, "is_assistant", False):
             raise TypeError(
@@ -628,15 +630,16 @@ class CoralDrafter(PreTrainedModel, GenerationMixin):
         if input_ids.shape[0] != 1:
             raise ValueError(f"CoralDrafter supports batch size 1 only, got {input_ids.shape[0]}.")
         generator = self.__dict__["_candidate_generator"]
-        if past_key_values is None:
+        handle = passed_cache(kwargs)
+        if handle is None:
             warn_if_slow_verification(self.target)
             generator = CoralCandidateGenerator(self, generation_config, logits_processor)
             self.__dict__["_candidate_generator"] = generator
-        elif generator is None or past_key_values is not generator.cache:
+        elif generator is None or handle is not generator.handle:
             raise RuntimeError("Drafter state does not belong to this generation (one generation at a time).")
         sequences, scores = generator.get_candidates(input_ids, max_new_tokens=max_new_tokens)
         return GenerateDecoderOnlyOutput(
-            sequences=sequences, scores=tuple(scores.unbind(dim=1)), past_key_values=generator.cache
+            sequences=sequences, scores=tuple(scores.unbind(dim=1)), **cache_kwargs(generator.handle)
         )
 
     @property

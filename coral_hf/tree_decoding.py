@@ -37,6 +37,7 @@ from .generation import (
 )
 from .modeling_coral import additive_attention_mask
 from .target_utils import unwrap_target, warn_if_slow_verification
+from .transformers_compat import CACHE_KWARG, cache_kwargs, passed_cache
 
 if TYPE_CHECKING:
     from .modeling_coral import CoralDrafter
@@ -352,8 +353,8 @@ class TreeDecoder:
             input_ids=tree.tokens.unsqueeze(0),
             position_ids=(tree.depths + past_length).unsqueeze(0),
             attention_mask=additive_attention_mask(allowed, dtype)[None, None],
-            past_key_values=self.target_cache,
             use_cache=True,
+            **cache_kwargs(self.target_cache),
         )
         raw = out.logits[0].float()
         scores = self._processed_scores(sequence, tree, raw)
@@ -412,7 +413,7 @@ class TreeDecoder:
         if streamer is not None:
             streamer.put(input_ids.cpu())
         self.recorder.arm()
-        out = self.target(input_ids=input_ids, past_key_values=self.target_cache, use_cache=True, logits_to_keep=1)
+        out = self.target(input_ids=input_ids, use_cache=True, logits_to_keep=1, **cache_kwargs(self.target_cache))
         scores = self.logits_processor(input_ids, out.logits[:, -1].float())
         if self.do_sample:
             token = torch.multinomial(scores.softmax(dim=-1), 1)
@@ -449,7 +450,7 @@ class TreeDecoder:
             return GenerateDecoderOnlyOutput(
                 sequences=sequence,
                 scores=tuple(all_scores) if want_scores else None,
-                past_key_values=self.target_cache if config.use_cache else None,
+                **cache_kwargs(self.target_cache if config.use_cache else None),
             )
         return sequence
 
@@ -538,9 +539,9 @@ def tree_generate(
     for name in _UNSUPPORTED_OUTPUTS:
         if generation_config.return_dict_in_generate and getattr(generation_config, name, False):
             raise ValueError(f"Tree decoding does not return {name.removeprefix('output_')}; drop {name}=True.")
-    past = model_kwargs.get("past_key_values")
+    past = passed_cache(model_kwargs)
     if past is not None and past.get_seq_length() > 0:
-        raise ValueError("Tree decoding starts from an empty cache; drop past_key_values.")
+        raise ValueError(f"Tree decoding starts from an empty cache; drop {CACHE_KWARG}.")
     attention_mask = model_kwargs.get("attention_mask")
     if attention_mask is not None and not bool(attention_mask.all()):
         raise ValueError("Tree decoding does not support padded inputs (attention_mask with zeros).")

@@ -23,6 +23,7 @@ from transformers import DynamicCache
 import coral_hf
 from coral_hf.eval.bench import machine_info
 from coral_hf.modeling_coral import additive_attention_mask
+from coral_hf.transformers_compat import cache_kwargs
 from coral_hf.tree_decoding import tree_ancestor_mask
 
 
@@ -60,11 +61,11 @@ def verification_costs(
                 coral_hf.unpack_linear_weights(target)
             for size in sizes:
                 cache = DynamicCache()
-                target(input_ids=prompt, past_key_values=cache, use_cache=True)
+                target(input_ids=prompt, use_cache=True, **cache_kwargs(cache))
                 new = torch.randint(100, 20000, (1, size))
                 extra = _tree_inputs(size, context, target.dtype) if tree else {}
                 start = time.perf_counter()
-                target(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=size, **extra)
+                target(input_ids=new, use_cache=True, logits_to_keep=size, **cache_kwargs(cache), **extra)
                 if repetition:  # the first pass is warm-up
                     timings[layout][size].append((time.perf_counter() - start) * 1000)
     return {

@@ -25,6 +25,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache
 
+from ..transformers_compat import cache_kwargs
+
 #: Verification widths the shapes test repeats: the chain (5 drafted + 1), tree (8, 12 with a copy) and prompt
 #: lookup (10 + 1) rounds of the benchmark all fall in this range.
 CHUNK_SIZES = (2, 3, 4, 6, 8, 12, 16)
@@ -80,10 +82,10 @@ def pair_gaps_by_shape(
         return gaps  # the first new token: every shape is the prompt's prefill
     for size in chunk_sizes:
         cache = DynamicCache()
-        logits = target(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        logits = target(input_ids=input_ids, use_cache=True, logits_to_keep=1, **cache_kwargs(cache)).logits
         for start, end in _chunks(prefix.shape[1], size):
             logits = target(
-                input_ids=prefix[:, start:end], past_key_values=cache, use_cache=True, logits_to_keep=1
+                input_ids=prefix[:, start:end], use_cache=True, logits_to_keep=1, **cache_kwargs(cache)
             ).logits
         gaps[f"chunks of {size}"] = gap(logits)
     return gaps
