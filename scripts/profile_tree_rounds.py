@@ -99,10 +99,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pack, _ = resolve_pack_weights_argument("auto", dtype=getattr(torch, args.dtype))
-    target, tokenizer = coral_hf.load_target(
-        "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
-    )
+    dtype = getattr(torch, args.dtype)
+    pack, _ = resolve_pack_weights_argument("auto", dtype=dtype)
+    target, tokenizer = coral_hf.load_target("smollm2-135m-instruct", dtype=dtype, pack_weights=pack)
     drafter, _ = load_drafter_for_timing(args.drafter, target, pack)
     lookup_tokens = int(drafter.generation_config.prompt_lookup_num_tokens or 10)
     seconds: dict[str, float] = collections.defaultdict(float)

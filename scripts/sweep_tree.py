@@ -87,10 +87,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pack, packed_label = resolve_pack_weights_argument(args.pack_weights, dtype=getattr(torch, args.dtype))
-    target, tokenizer = coral_hf.load_target(
-        "smollm2-135m-instruct", dtype=getattr(torch, args.dtype), pack_weights=pack
-    )
+    dtype = getattr(torch, args.dtype)
+    pack, packed_label = resolve_pack_weights_argument(args.pack_weights, dtype=dtype)
+    target, tokenizer = coral_hf.load_target("smollm2-135m-instruct", dtype=dtype, pack_weights=pack)
     drafter, drafter_dtype_label = load_drafter_for_timing(args.drafter, target, pack, args.drafter_dtype)
     drafter.generation_config.prompt_lookup_num_tokens = args.prompt_lookup_tokens or None
     settings = {name: _parse_setting(name) for name in args.settings}
